@@ -1,0 +1,356 @@
+"""DICOM CT series: find them in a folder tree, read one onto the project's geometry.
+
+A series is chosen by Modality and SeriesInstanceUID, never by folder name. Slices
+are sorted by their position along the slice normal (row x column direction), so the
+order of files and InstanceNumbers does not matter. A series that cannot be put on a
+regular grid (missing or duplicated slices, uneven spacing, gantry tilt) is refused:
+resampling it silently would put contours in the wrong place.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .errors import InputError
+from .volume import Volume, is_orthonormal
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+
+# Slice spacing may deviate from the median by this much (mm, or fraction of it,
+# whichever is larger) before the series is called uneven: scanners write positions
+# rounded to a few micrometres.
+SPACING_TOL_MM = 0.01
+SPACING_TOL_FRACTION = 0.01
+TILT_TOL_DEGREES = 0.1
+
+
+@dataclass
+class SeriesInfo:
+    """One image series found by a scan (headers only)."""
+
+    uid: str
+    modality: str
+    patient_id: str
+    study_uid: str
+    frame_of_reference_uid: str
+    description: str
+    files: list[Path] = field(default_factory=list)
+    sop_uids: set[str] = field(default_factory=set)
+
+
+@dataclass
+class RTStructInfo:
+    """One RTSTRUCT found by a scan, with what it says it references."""
+
+    path: Path
+    sop_uid: str
+    patient_id: str
+    frame_of_reference_uids: set[str]
+    referenced_series_uids: set[str]
+    referenced_sop_uids: set[str]
+    roi_names: list[str]
+    date_time: str
+
+
+@dataclass
+class DicomScan:
+    series: dict[str, SeriesInfo] = field(default_factory=dict)
+    rtstructs: list[RTStructInfo] = field(default_factory=list)
+    unreadable: list[Path] = field(default_factory=list)
+
+    def ct_series(self) -> list[SeriesInfo]:
+        return sorted(
+            (s for s in self.series.values() if s.modality == "CT"),
+            key=lambda s: (s.patient_id, s.study_uid, s.uid),
+        )
+
+    def rtstructs_for(self, series: SeriesInfo) -> list[RTStructInfo]:
+        """RTSTRUCTs that reference this series by UID (or, lacking that, by frame of reference)."""
+        by_series = [r for r in self.rtstructs if series.uid in r.referenced_series_uids]
+        if by_series:
+            return by_series
+        return [
+            r
+            for r in self.rtstructs
+            if not r.referenced_series_uids
+            and series.frame_of_reference_uid in r.frame_of_reference_uids
+        ]
+
+
+@dataclass
+class DicomCT:
+    """A CT read from DICOM: the volume and the sorted slice headers (no pixel data)."""
+
+    volume: Volume
+    datasets: list[Dataset]
+
+    @property
+    def series_uid(self) -> str:
+        return self.datasets[0].SeriesInstanceUID
+
+    @property
+    def sop_uids(self) -> list[str]:
+        return [ds.SOPInstanceUID for ds in self.datasets]
+
+
+def _iter_files(root: Path):
+    if root.is_file():
+        yield root
+        return
+    for folder, _, names in os.walk(root):
+        for name in sorted(names):
+            yield Path(folder) / name
+
+
+def _read_header(path: Path) -> Dataset | None:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _rtstruct_info(path: Path, ds: Dataset) -> RTStructInfo:
+    frames, series_uids, sop_uids = set(), set(), set()
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
+        frames.add(str(frame.get("FrameOfReferenceUID", "")))
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                series_uids.add(str(series.SeriesInstanceUID))
+                for image in series.get("ContourImageSequence", []):
+                    sop_uids.add(str(image.ReferencedSOPInstanceUID))
+    return RTStructInfo(
+        path=path,
+        sop_uid=str(ds.get("SOPInstanceUID", "")),
+        patient_id=str(ds.get("PatientID", "")),
+        frame_of_reference_uids=frames,
+        referenced_series_uids=series_uids,
+        referenced_sop_uids=sop_uids,
+        roi_names=[str(r.ROIName) for r in ds.get("StructureSetROISequence", [])],
+        date_time=f"{ds.get('StructureSetDate', '')}{ds.get('StructureSetTime', '')}",
+    )
+
+
+def scan_dicom(root: str | os.PathLike) -> DicomScan:
+    """Index every DICOM file under ``root`` (any depth) by series; headers only."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError("no such file or folder", root)
+    scan = DicomScan()
+    for path in _iter_files(root):
+        ds = _read_header(path)
+        if ds is None or "SOPClassUID" not in ds:
+            scan.unreadable.append(path)
+            continue
+        if ds.SOPClassUID == RTSTRUCT_STORAGE or ds.get("Modality") == "RTSTRUCT":
+            scan.rtstructs.append(_rtstruct_info(path, ds))
+            continue
+        if "SeriesInstanceUID" not in ds or "ImagePositionPatient" not in ds:
+            continue  # plans, doses, reports: not image slices
+        uid = str(ds.SeriesInstanceUID)
+        info = scan.series.get(uid)
+        if info is None:
+            info = scan.series[uid] = SeriesInfo(
+                uid=uid,
+                modality=str(ds.get("Modality", "")),
+                patient_id=str(ds.get("PatientID", "")),
+                study_uid=str(ds.get("StudyInstanceUID", "")),
+                frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
+                description=str(ds.get("SeriesDescription", "")),
+            )
+        info.files.append(path)
+        info.sop_uids.add(str(ds.SOPInstanceUID))
+    return scan
+
+
+def read_dicom_ct(source, series_uid: str | None = None) -> DicomCT:
+    """Read one CT series from a folder (any depth) or a list of files.
+
+    ``series_uid`` chooses among several CT series; without it, several is an error
+    that lists them.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        scan = scan_dicom(source)
+        label = Path(source)
+        candidates = scan.ct_series()
+        if series_uid is not None:
+            candidates = [s for s in candidates if s.uid == series_uid]
+        if not candidates:
+            other = sorted({s.modality for s in scan.series.values()})
+            found = f" (found {', '.join(other)} series only)" if other else ""
+            raise InputError(f"no DICOM CT series{found}", label)
+        if len(candidates) > 1:
+            listing = "; ".join(
+                f"{s.uid} ({len(s.files)} slices, '{s.description}')" for s in candidates
+            )
+            raise InputError(
+                f"{len(candidates)} CT series found, choose one with --series UID: {listing}", label
+            )
+        files = candidates[0].files
+    else:
+        files = [Path(f) for f in source]
+        label = files[0].parent if files else Path(".")
+    return _read_series_files(files, label)
+
+
+def _read_series_files(files: list[Path], label: Path) -> DicomCT:
+    datasets = []
+    for path in files:
+        try:
+            datasets.append(pydicom.dcmread(path))
+        except Exception as error:  # pydicom raises many types on a damaged file
+            raise InputError(f"cannot read DICOM file ({error})", path) from error
+    if not datasets:
+        raise InputError("no DICOM files", label)
+    for ds, path in zip(datasets, files):
+        modality = ds.get("Modality", "")
+        if modality != "CT":
+            raise InputError(f"not a CT image (Modality '{modality}')", path)
+    series = {ds.SeriesInstanceUID for ds in datasets}
+    if len(series) > 1:
+        raise InputError(f"files of {len(series)} series mixed: {sorted(series)}", label)
+    geometry = _slice_geometry(datasets, files, label)
+    order = np.argsort(geometry.positions)
+    datasets = [datasets[n] for n in order]
+    files = [files[n] for n in order]
+    positions = geometry.positions[order]
+    slice_spacing = _check_slice_spacing(positions, datasets[0], label)
+    _check_no_tilt(datasets, geometry, label)
+
+    affine = np.eye(4)
+    affine[:3, 0] = geometry.row_direction * geometry.column_spacing
+    affine[:3, 1] = geometry.column_direction * geometry.row_spacing
+    affine[:3, 2] = geometry.normal * slice_spacing
+    affine[:3, 3] = np.asarray(datasets[0].ImagePositionPatient, dtype=np.float64)
+    array = _stack_hounsfield(datasets, files)
+    for ds in datasets:
+        del ds.PixelData  # keep headers only: RTSTRUCT writing needs UIDs, not pixels
+    warnings = [] if len(datasets) > 1 else [
+        f"single-slice series: slice spacing {slice_spacing:g} mm taken from the header"
+    ]
+    return DicomCT(Volume(array, affine, warnings=warnings), datasets)
+
+
+@dataclass
+class _SliceGeometry:
+    row_direction: np.ndarray
+    column_direction: np.ndarray
+    normal: np.ndarray
+    row_spacing: float  # between rows: PixelSpacing[0], along the column direction
+    column_spacing: float  # between columns: PixelSpacing[1], along the row direction
+    positions: np.ndarray  # of each slice along the normal, in file order
+
+
+def _required(ds: Dataset, keyword: str, path: Path):
+    value = ds.get(keyword)
+    if value is None or value == "":
+        raise InputError(f"missing {keyword}", path)
+    return value
+
+
+def _slice_geometry(datasets, files, label) -> _SliceGeometry:
+    first, first_path = datasets[0], files[0]
+    orientation = np.asarray(_required(first, "ImageOrientationPatient", first_path), float)
+    spacing = np.asarray(_required(first, "PixelSpacing", first_path), float)
+    if orientation.shape != (6,):
+        raise InputError("ImageOrientationPatient must have 6 values", first_path)
+    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"invalid PixelSpacing {list(spacing)}", first_path)
+    row_direction, column_direction = orientation[:3], orientation[3:]
+    normal = np.cross(row_direction, column_direction)
+    if not is_orthonormal(np.stack([row_direction, column_direction, normal], axis=1)):
+        raise InputError(
+            f"ImageOrientationPatient {list(orientation)} is not orthonormal", first_path
+        )
+    shape = (first.get("Rows"), first.get("Columns"))
+    positions = []
+    for ds, path in zip(datasets, files):
+        if not np.allclose(np.asarray(_required(ds, "ImageOrientationPatient", path), float),
+                           orientation, atol=1e-4):
+            raise InputError("slices of the series have different orientations", path)
+        if not np.allclose(np.asarray(_required(ds, "PixelSpacing", path), float), spacing):
+            raise InputError("slices of the series have different pixel spacings", path)
+        if (ds.get("Rows"), ds.get("Columns")) != shape:
+            raise InputError("slices of the series have different sizes", path)
+        positions.append(np.dot(normal, np.asarray(_required(ds, "ImagePositionPatient", path), float)))
+    return _SliceGeometry(row_direction, column_direction, normal,
+                          float(spacing[0]), float(spacing[1]), np.asarray(positions))
+
+
+def _check_slice_spacing(positions: np.ndarray, first: Dataset, label) -> float:
+    if len(positions) == 1:
+        spacing = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
+        if not spacing or float(spacing) <= 0:
+            raise InputError("single slice with no SliceThickness: its thickness is unknown", label)
+        return float(spacing)
+    gaps = np.diff(positions)
+    duplicated = np.flatnonzero(gaps < SPACING_TOL_MM)
+    if len(duplicated):
+        at = ", ".join(f"{positions[n]:.2f}" for n in duplicated[:5])
+        raise InputError(f"{len(duplicated)} duplicated slice positions (at {at} mm along the normal)", label)
+    typical = float(np.median(gaps))
+    tolerance = max(SPACING_TOL_MM, SPACING_TOL_FRACTION * typical)
+    missing = np.flatnonzero(gaps > 1.5 * typical)
+    if len(missing):
+        where = ", ".join(f"{positions[n]:.2f} to {positions[n + 1]:.2f}" for n in missing[:5])
+        count = int(sum(round(gaps[n] / typical) - 1 for n in missing))
+        raise InputError(
+            f"about {count} missing slice(s): gap of more than {typical:g} mm between {where} mm", label
+        )
+    uneven = np.flatnonzero(np.abs(gaps - typical) > tolerance)
+    if len(uneven):
+        raise InputError(
+            f"uneven slice spacing: {gaps.min():.3f} to {gaps.max():.3f} mm (typical {typical:.3f} mm)",
+            label,
+        )
+    return float((positions[-1] - positions[0]) / (len(positions) - 1))
+
+
+def _check_no_tilt(datasets, geometry: _SliceGeometry, label) -> None:
+    tilt_tag = float(datasets[0].get("GantryDetectorTilt", 0) or 0)
+    if len(datasets) > 1:
+        first = np.asarray(datasets[0].ImagePositionPatient, float)
+        last = np.asarray(datasets[-1].ImagePositionPatient, float)
+        step = last - first
+        along = np.dot(step, geometry.normal)
+        across = np.linalg.norm(step - along * geometry.normal)
+        tilt = np.degrees(np.arctan2(across, abs(along)))
+    else:
+        tilt = abs(tilt_tag)
+    if tilt > TILT_TOL_DEGREES:
+        raise InputError(
+            f"gantry tilt of {tilt:.1f} degrees: slices are not stacked along their normal", label
+        )
+
+
+def _stack_hounsfield(datasets, files) -> np.ndarray:
+    slopes = [float(ds.get("RescaleSlope", 1) or 1) for ds in datasets]
+    intercepts = [float(ds.get("RescaleIntercept", 0) or 0) for ds in datasets]
+    integral = all(s.is_integer() for s in slopes) and all(c.is_integer() for c in intercepts)
+    dtype = np.int16 if integral else np.float32
+    first = datasets[0]
+    array = np.empty((len(datasets), int(first.Rows), int(first.Columns)), dtype=dtype)
+    for n, (ds, path) in enumerate(zip(datasets, files)):
+        try:
+            pixels = ds.pixel_array
+        except Exception as error:
+            raise InputError(f"cannot decode pixel data ({error})", path) from error
+        hu = pixels.astype(np.float32) * slopes[n] + intercepts[n]
+        if integral:
+            hu = np.clip(hu, np.iinfo(np.int16).min, np.iinfo(np.int16).max)
+        array[n] = hu
+    return array
+
+
+def group_by_patient(series: list[SeriesInfo]) -> dict[str, list[SeriesInfo]]:
+    groups: dict[str, list[SeriesInfo]] = defaultdict(list)
+    for info in series:
+        groups[info.patient_id].append(info)
+    return groups

@@ -1,0 +1,95 @@
+"""Volume files (NRRD, NIfTI, MHA) through SimpleITK, and ``read_ct`` for any CT input.
+
+SimpleITK works in LPS like DICOM (it converts NIfTI's RAS on read and write), so a
+volume's geometry passes through unchanged. Writes are atomic: a temporary name in
+the destination folder, renamed when complete, so a failure never leaves half a file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .volume import Volume, is_orthonormal
+
+VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def has_volume_suffix(path: Path) -> bool:
+    return str(path).lower().endswith(VOLUME_SUFFIXES)
+
+
+def volume_from_sitk(image: sitk.Image) -> Volume:
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"expected a 3D scalar image, got {image.GetDimension()}D with "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s)"
+        )
+    return Volume.from_spacing(
+        sitk.GetArrayFromImage(image),
+        image.GetSpacing(),
+        image.GetOrigin(),
+        np.asarray(image.GetDirection()).reshape(3, 3),
+    )
+
+
+def volume_to_sitk(volume: Volume) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array))
+    image.SetSpacing([float(s) for s in volume.spacing])
+    image.SetOrigin([float(o) for o in volume.origin])
+    image.SetDirection([float(d) for d in volume.direction.ravel()])
+    return image
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path)
+    try:
+        volume = volume_from_sitk(sitk.ReadImage(str(path)))
+    except InputError as error:
+        raise InputError(str(error), path) from error
+    except RuntimeError as error:  # SimpleITK reports every read failure this way
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+        raise InputError(f"cannot read image ({first_line})", path) from error
+    if not is_orthonormal(volume.direction):
+        raise InputError("direction matrix is not orthonormal", path)
+    return volume
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write atomically; the format follows the suffix (.nrrd, .nii.gz, .mha)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError("exists already (use --overwrite to replace it)", path)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        sitk.WriteImage(volume_to_sitk(volume), temporary, useCompression=True)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> Volume:
+    """A CT from a DICOM folder or a volume file, on the project's geometry."""
+    from .dicom_io import read_dicom_ct
+
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_ct(path, series_uid).volume
+    if has_volume_suffix(path):
+        volume = read_volume(path)
+        if not np.issubdtype(volume.array.dtype, np.integer) and not np.all(np.isfinite(volume.array)):
+            raise InputError("image contains NaN or infinite values", path)
+        return volume
+    if path.is_file():
+        return read_dicom_ct([path], series_uid).volume
+    raise InputError("no such file or folder", path)

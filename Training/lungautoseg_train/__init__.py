@@ -1,0 +1,1 @@
+"""LungAutoSeg training package: export DICOM to training data (train, evaluate, package to come)."""

@@ -1,0 +1,271 @@
+"""Export DICOM CT + RTSTRUCT to aligned NIfTI image/label pairs for training.
+
+Every CT series under a root (any depth) is a case; its RTSTRUCT is the one that
+references it by UID, wherever it lies. Images and labels are written with the CT's
+own geometry (never bare arrays: the tutorial this project grew from trained on labels
+transposed against their images). A bad case is skipped with its reason; the rest goes
+on. A re-run only does cases whose inputs or settings changed.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from LungAutoSegLib.dicom_io import DicomScan, RTStructInfo, SeriesInfo, read_dicom_ct, scan_dicom
+from LungAutoSegLib.errors import InputError
+from LungAutoSegLib.image_io import write_volume
+from LungAutoSegLib.rtstruct import read_roi_masks
+from LungAutoSegLib.structures import AliasTable
+
+REPORT_NAME = "export_report.json"
+DATASET_NAME = "dataset.csv"
+
+
+@dataclass
+class CaseJob:
+    case: str
+    series: SeriesInfo
+    rtstructs: list[RTStructInfo]
+    fingerprint: str = ""
+
+
+@dataclass
+class CaseResult:
+    case: str
+    patient: str
+    series_uid: str
+    status: str  # exported | skipped | failed
+    reason: str = ""
+    rtstruct: str = ""
+    matched: dict[str, str] = field(default_factory=dict)  # structure -> ROI name used
+    recognised: dict[str, str] = field(default_factory=dict)  # every ROI name -> its structure
+    missing: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    image: str = ""
+    label: str = ""
+    fingerprint: str = ""
+    worker_pid: int = 0
+    seconds: float = 0.0
+    reused: bool = False
+
+
+class CaseSkipped(Exception):
+    """This case cannot be exported; the message is the reason reported."""
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "case"
+
+
+def plan_cases(scan: DicomScan) -> list[CaseJob]:
+    """One job per CT series; a patient with several CTs gets numbered cases."""
+    by_patient: dict[str, list[SeriesInfo]] = {}
+    for series in scan.ct_series():
+        by_patient.setdefault(series.patient_id or series.uid, []).append(series)
+    jobs = []
+    for patient, series_list in by_patient.items():
+        for n, series in enumerate(series_list, start=1):
+            case = _safe_name(patient) + (f"_{n}" if len(series_list) > 1 else "")
+            jobs.append(CaseJob(case, series, scan.rtstructs_for(series)))
+    return jobs
+
+
+def _fingerprint(job: CaseJob, rois: list[str], aliases: AliasTable) -> str:
+    digest = hashlib.sha256()
+    for path in sorted([*job.series.files, *(r.path for r in job.rtstructs)]):
+        stat = path.stat()
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    digest.update(json.dumps(rois).encode())
+    digest.update(aliases.fingerprint().encode())
+    return digest.hexdigest()
+
+
+def _choose_rtstruct(job: CaseJob, result: CaseResult) -> RTStructInfo:
+    if not job.rtstructs:
+        raise CaseSkipped("no RTSTRUCT references this CT series")
+    chosen = max(job.rtstructs, key=lambda r: (r.date_time, str(r.path)))
+    if len(job.rtstructs) > 1:
+        result.warnings.append(
+            f"{len(job.rtstructs)} RTSTRUCTs reference this CT; used the newest, {chosen.path}"
+        )
+    result.rtstruct = str(chosen.path)
+    return chosen
+
+
+def _match_rois(rtstruct: RTStructInfo, rois: list[str], aliases: AliasTable, result: CaseResult):
+    result.recognised = {
+        name: structure for name in rtstruct.roi_names if (structure := aliases.identify(name))
+    }
+    for roi in rois:
+        names = aliases.match(roi, rtstruct.roi_names)
+        if not names:
+            result.missing.append(roi)
+        elif len(names) > 1 and names[0] != roi:
+            raise CaseSkipped(f"{roi} is ambiguous: ROIs {names} all match it")
+        else:
+            result.matched[roi] = names[0]
+
+
+def _label_map(masks: dict[str, np.ndarray], result: CaseResult) -> np.ndarray:
+    """uint8 label: value n for the n-th requested structure; the first one wins an overlap."""
+    label = None
+    for value, (roi, mask) in enumerate(masks.items(), start=1):
+        if label is None:
+            label = np.zeros(mask.shape, dtype=np.uint8)
+        overlap = int(np.count_nonzero(mask & (label != 0)))
+        if overlap:
+            result.warnings.append(f"{roi} overlaps an earlier structure in {overlap} voxels")
+        label[mask & (label == 0)] = value
+    return label
+
+
+def export_case(job: CaseJob, rois: list[str], aliases: AliasTable, out: Path) -> CaseResult:
+    started = time.perf_counter()
+    result = CaseResult(job.case, job.series.patient_id, job.series.uid, "exported",
+                        fingerprint=job.fingerprint, worker_pid=os.getpid())
+    try:
+        rtstruct = _choose_rtstruct(job, result)
+        _match_rois(rtstruct, rois, aliases, result)
+        absent = rtstruct.referenced_sop_uids - job.series.sop_uids
+        if absent:
+            raise CaseSkipped(
+                f"RTSTRUCT references {len(absent)} slices that are missing from the CT series "
+                f"({len(job.series.sop_uids)} slices present)"
+            )
+        if result.missing:
+            raise CaseSkipped(f"missing ROIs: {', '.join(result.missing)} (RTSTRUCT has {rtstruct.roi_names})")
+        ct = read_dicom_ct(job.series.files)
+        result.warnings += ct.volume.warnings
+        roi_masks = read_roi_masks(rtstruct.path, ct, [result.matched[r] for r in rois])
+        result.warnings += roi_masks.warnings
+        masks = {roi: roi_masks.masks[result.matched[roi]] for roi in rois}
+        empty = [roi for roi, mask in masks.items() if not mask.any()]
+        if empty:
+            raise CaseSkipped(f"ROIs with no voxel on the CT: {', '.join(empty)}")
+        label = _label_map(masks, result)
+        result.image = f"images/{job.case}.nii.gz"
+        result.label = f"labels/{job.case}.nii.gz"
+        write_volume(ct.volume, out / result.image)
+        write_volume(ct.volume.with_array(label), out / result.label)
+    except CaseSkipped as reason:
+        result.status, result.reason = "skipped", str(reason)
+    except InputError as error:
+        result.status, result.reason = "skipped", str(error)
+    except Exception as error:  # a bad case must not stop a night's export
+        result.status, result.reason = "failed", f"{type(error).__name__}: {error}"
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _previous_results(out: Path) -> dict[str, dict]:
+    try:
+        report = json.loads((out / REPORT_NAME).read_text())
+        return {case["case"]: case for case in report.get("cases", [])}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return {}
+
+
+def _still_valid(previous: dict | None, job: CaseJob, out: Path) -> bool:
+    if not previous or previous.get("fingerprint") != job.fingerprint:
+        return False
+    if previous.get("status") == "exported":
+        return (out / previous["image"]).is_file() and (out / previous["label"]).is_file()
+    return previous.get("status") == "skipped"
+
+
+def assign_folds(patients: list[str], folds: int, seed: int) -> dict[str, int]:
+    """Seeded patient-level folds: every case of a patient lands in the same fold."""
+    unique = sorted(set(patients))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return {unique[n]: position % folds for position, n in enumerate(order)}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+
+
+def _write_dataset_csv(out: Path, results: list[CaseResult], folds: int, seed: int) -> int:
+    exported = [r for r in results if r.status == "exported"]
+    fold_of = assign_folds([r.patient or r.case for r in exported], folds, seed)
+    rows = ["case,patient,image,label,fold"]
+    for r in sorted(exported, key=lambda r: r.case):
+        rows.append(f"{r.case},{r.patient},{r.image},{r.label},{fold_of[r.patient or r.case]}")
+    _write_atomic(out / DATASET_NAME, "\n".join(rows) + "\n")
+    return len(exported)
+
+
+def run_export(dicom_root, rois: list[str], out, *, aliases_file=None, folds: int = 5,
+               seed: int = 0, workers: int | None = None, progress: bool = True) -> dict:
+    """Export every case under ``dicom_root``; returns the report (also written to OUT)."""
+    dicom_root, out = Path(dicom_root), Path(out)
+    if not rois:
+        raise InputError("name at least one --roi")
+    if folds < 1:
+        raise InputError(f"--folds must be at least 1, got {folds}")
+    aliases = AliasTable.from_file(aliases_file)
+    scan = scan_dicom(dicom_root)
+    jobs = plan_cases(scan)
+    if not jobs:
+        found = sorted({s.modality for s in scan.series.values()})
+        raise InputError(
+            "no DICOM CT series found" + (f" (only {', '.join(found)})" if found else ""), dicom_root
+        )
+    for folder in ("images", "labels"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        job.fingerprint = _fingerprint(job, rois, aliases)
+
+    previous = _previous_results(out)
+    results = {job.case: CaseResult(**{**previous[job.case], "reused": True})
+               for job in jobs if _still_valid(previous.get(job.case), job, out)}
+    todo = [job for job in jobs if job.case not in results]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    bar = tqdm(total=len(todo), desc="export", unit="case", disable=not progress)
+    if workers == 1:
+        for job in todo:
+            results[job.case] = export_case(job, rois, aliases, out)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(export_case, job, rois, aliases, out) for job in todo]
+            for future in futures:
+                result = future.result()
+                results[result.case] = result
+                bar.update()
+    bar.close()
+
+    ordered = [results[job.case] for job in jobs]
+    exported = _write_dataset_csv(out, ordered, folds, seed)
+    report = {
+        "dicom_root": str(dicom_root),
+        "rois": rois,
+        "folds": folds,
+        "seed": seed,
+        "workers": workers,
+        "summary": {
+            "cases": len(ordered),
+            "exported": exported,
+            "skipped": sum(r.status == "skipped" for r in ordered),
+            "failed": sum(r.status == "failed" for r in ordered),
+            "reused": sum(r.reused for r in ordered),
+            "unreadable_files": len(scan.unreadable),
+        },
+        "unreadable_files": [str(p) for p in scan.unreadable[:50]],
+        "cases": [asdict(r) for r in ordered],
+    }
+    _write_atomic(out / REPORT_NAME, json.dumps(report, indent=2))
+    return report
