@@ -46,6 +46,8 @@ def volume_to_sitk(volume: Volume) -> sitk.Image:
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
+    # Known gap (SimpleITK 2.5.7): its NIfTI reader replaces NaN by 0, so a NaN in a
+    # NIfTI CT reads as water; NRRD and MHA keep NaN and read_ct refuses them.
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path)

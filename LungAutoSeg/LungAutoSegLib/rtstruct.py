@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +90,10 @@ def write_rtstruct(
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError("exists already (use --overwrite to replace it)", path)
-    rtstruct = RTStruct(ct.datasets, ds_helper.create_rtstruct_dataset(ct.datasets))
+    with warnings.catch_warnings():
+        # rt-utils sets is_little_endian / is_implicit_VR, which pydicom 3 deprecates
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="pydicom")
+        rtstruct = RTStruct(ct.datasets, ds_helper.create_rtstruct_dataset(ct.datasets))
     rtstruct.set_series_description(series_description)
     rtstruct.ds.Manufacturer = "LungAutoSeg"
     rtstruct.ds.ManufacturerModelName = series_description
