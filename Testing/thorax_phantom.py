@@ -173,8 +173,13 @@ def evaluate(anatomy: Anatomy, points_lps: np.ndarray, rng=None) -> tuple[np.nda
         shape = (_ellipsoid(p, centre, semi) < 1) & (z > dome_z) & ~mediastinum & ~bronchi
         masks[name] = shape
         hu[shape] = HU["lung"]
+        inside = p[shape]  # vessels only matter inside the lung: test those points alone
+        vessel = np.zeros(len(inside), dtype=bool)
         for tube in anatomy.vessels[name]:
-            hu[shape & (_segment_distance(p, tube) < tube.radius)] = HU["blood"]
+            vessel |= _segment_distance(inside, tube) < tube.radius
+        lung_hu = hu[shape]
+        lung_hu[vessel] = HU["blood"]
+        hu[shape] = lung_hu
         if name == "Lung_R":
             liver = inner & (z <= dome_z) & (x < 40) & (_ellipsoid(p, centre, semi * [1.3, 1.1, 1.6]) < 1)
             hu[liver & ~shape] = HU["liver"]
@@ -308,6 +313,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     for n in range(args.cases):
         patient_id = f"PHANTOM-{args.seed + n:03d}"
+        if (args.out / "dicom" / patient_id).exists():
+            print(f"{patient_id}: exists, kept")  # a re-run adds no second CT to a patient
+            continue
         phantom = render(make_anatomy(args.seed + n), make_grid(args.shape, args.spacing, args.orientation))
         write_case(args.out / "dicom", patient_id, phantom, args.descending)
         write_truth(args.out / "truth", patient_id, phantom)

@@ -21,9 +21,9 @@ def _export(args) -> int:
     for case in report["cases"]:
         if case["status"] != "exported":
             print(f"{case['case']}: {case['status']}: {case['reason']}")
-        if case["recognised"]:
-            names = ", ".join(f"'{n}' -> {s}" for n, s in case["recognised"].items())
-            print(f"{case['case']}: ROI names recognised: {names}")
+            if case["recognised"]:
+                names = ", ".join(f"'{n}' -> {s}" for n, s in case["recognised"].items())
+                print(f"{case['case']}: ROI names recognised: {names}")
         for warning in case["warnings"]:
             print(f"{case['case']}: warning: {warning}")
     s = report["summary"]
