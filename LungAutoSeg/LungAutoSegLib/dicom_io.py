@@ -9,7 +9,6 @@ resampling it silently would put contours in the wrong place.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -348,9 +347,3 @@ def _stack_hounsfield(datasets, files) -> np.ndarray:
         array[n] = hu
     return array
 
-
-def group_by_patient(series: list[SeriesInfo]) -> dict[str, list[SeriesInfo]]:
-    groups: dict[str, list[SeriesInfo]] = defaultdict(list)
-    for info in series:
-        groups[info.patient_id].append(info)
-    return groups

@@ -62,11 +62,6 @@ class Volume:
             raise ValueError(f"shape {array.shape} does not match the grid {self.array.shape}")
         return Volume(array, self.ijk_to_lps.copy())
 
-    def same_grid(self, other: "Volume", tol_mm: float = 1e-3) -> bool:
-        return self.array.shape == other.array.shape and np.allclose(
-            self.ijk_to_lps, other.ijk_to_lps, atol=tol_mm
-        )
-
     def voxel_centres_lps(self, k_slice: slice = slice(None)) -> np.ndarray:
         """LPS coordinates of voxel centres, shaped like ``array[k_slice]`` + (3,)."""
         nk, nj, ni = self.array.shape
