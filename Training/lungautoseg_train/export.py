@@ -176,12 +176,17 @@ def _previous_results(out: Path) -> dict[str, dict]:
         return {}
 
 
-def _still_valid(previous: dict | None, job: CaseJob, out: Path) -> bool:
+def _reusable(previous: dict | None, job: CaseJob, out: Path) -> CaseResult | None:
+    """The earlier result of this case if its inputs and settings are unchanged and its files exist."""
     if not previous or previous.get("fingerprint") != job.fingerprint:
-        return False
-    if previous.get("status") == "exported":
-        return (out / previous["image"]).is_file() and (out / previous["label"]).is_file()
-    return previous.get("status") == "skipped"
+        return None
+    try:
+        result = CaseResult(**{**previous, "reused": True})
+    except TypeError:  # a report written by another version: redo the case
+        return None
+    if result.status == "exported":
+        return result if (out / result.image).is_file() and (out / result.label).is_file() else None
+    return result if result.status == "skipped" else None
 
 
 def assign_folds(patients: list[str], folds: int, seed: int) -> dict[str, int]:
@@ -230,8 +235,8 @@ def run_export(dicom_root, rois: list[str], out, *, aliases_file=None, folds: in
         job.fingerprint = _fingerprint(job, rois, aliases)
 
     previous = _previous_results(out)
-    results = {job.case: CaseResult(**{**previous[job.case], "reused": True})
-               for job in jobs if _still_valid(previous.get(job.case), job, out)}
+    results = {job.case: reused for job in jobs
+               if (reused := _reusable(previous.get(job.case), job, out)) is not None}
     todo = [job for job in jobs if job.case not in results]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     bar = tqdm(total=len(todo), desc="export", unit="case", disable=not progress)
