@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from .errors import InputError
 from .volume import Volume, is_orthonormal
@@ -112,7 +111,7 @@ def _iter_files(root: Path):
 def _read_header(path: Path) -> Dataset | None:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
+    except Exception:  # pydicom raises many types on a damaged or foreign file: not DICOM to us
         return None
 
 
