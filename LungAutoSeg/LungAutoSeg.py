@@ -4,7 +4,6 @@ At this stage the module registers itself and shows the engine's version; the
 "Segment right lung" widget and logic arrive with the inference engine.
 """
 import qt
-import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
 
 
@@ -35,4 +34,3 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
         label.wordWrap = True
         self.layout.addWidget(label)
         self.layout.addStretch(1)
-        slicer.app.processEvents()

@@ -7,10 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from pydicom.uid import generate_uid
 
 import thorax_phantom as tp
-from conftest import GEOMETRIES, dice, make_phantom, shared_data
+from conftest import GEOMETRIES, dice, shared_data
 from LungAutoSegLib.image_io import read_volume
 from LungAutoSegLib.rtstruct import write_rtstruct
 from lungautoseg_train.export import assign_folds, run_export

@@ -7,12 +7,12 @@ the destination folder, renamed when complete, so a failure never leaves half a 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_path
 from .errors import InputError
 from .volume import Volume, is_orthonormal
 
@@ -66,17 +66,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
 def write_volume(volume: Volume, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write atomically; the format follows the suffix (.nrrd, .nii.gz, .mha)."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError("exists already (use --overwrite to replace it)", path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(volume_to_sitk(volume), temporary, useCompression=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    with atomic_path(path, overwrite=overwrite, suffix=suffix) as temporary:
+        sitk.WriteImage(volume_to_sitk(volume), str(temporary), useCompression=True)
     return path
 
 

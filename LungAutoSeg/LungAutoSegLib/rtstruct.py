@@ -7,7 +7,6 @@ along the slice normal, so slice n of one is slice n of the other.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import pydicom
 from rt_utils import RTStruct, RTStructBuilder, ds_helper
 
 from . import rtutils_fixes
+from .atomic import atomic_path
 from .dicom_io import DicomCT
 from .errors import InputError
 from .structures import STRUCTURES
@@ -88,7 +88,7 @@ def write_rtstruct(
     Known structures get their standard colour. The file appears only when complete.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
+    if path.exists() and not overwrite:  # refuse before the slow part, not after it
         raise InputError("exists already (use --overwrite to replace it)", path)
     with warnings.catch_warnings():
         # rt-utils sets is_little_endian / is_implicit_VR, which pydicom 3 deprecates
@@ -108,12 +108,6 @@ def write_rtstruct(
             color=list(known.colour) if known else None,
             roi_generation_algorithm=generation_algorithm,
         )
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path, overwrite=overwrite) as temporary:
         rtstruct.ds.save_as(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path

@@ -8,12 +8,10 @@ on. A re-run only does cases whose inputs or settings changed.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from LungAutoSegLib.atomic import atomic_path
 from LungAutoSegLib.dicom_io import DicomScan, RTStructInfo, SeriesInfo, read_dicom_ct, scan_dicom
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.image_io import write_volume
@@ -197,10 +196,8 @@ def assign_folds(patients: list[str], folds: int, seed: int) -> dict[str, int]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
 
 
 def _write_dataset_csv(out: Path, results: list[CaseResult], folds: int, seed: int) -> int:
