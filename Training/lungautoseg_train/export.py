@@ -8,7 +8,9 @@ on. A re-run only does cases whose inputs or settings changed.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -203,10 +205,12 @@ def _write_atomic(path: Path, text: str) -> None:
 def _write_dataset_csv(out: Path, results: list[CaseResult], folds: int, seed: int) -> int:
     exported = [r for r in results if r.status == "exported"]
     fold_of = assign_folds([r.patient or r.case for r in exported], folds, seed)
-    rows = ["case,patient,image,label,fold"]
+    text = io.StringIO()  # csv quotes a PatientID that holds a comma
+    table = csv.writer(text, lineterminator="\n")
+    table.writerow(["case", "patient", "image", "label", "fold"])
     for r in sorted(exported, key=lambda r: r.case):
-        rows.append(f"{r.case},{r.patient},{r.image},{r.label},{fold_of[r.patient or r.case]}")
-    _write_atomic(out / DATASET_NAME, "\n".join(rows) + "\n")
+        table.writerow([r.case, r.patient, r.image, r.label, fold_of[r.patient or r.case]])
+    _write_atomic(out / DATASET_NAME, text.getvalue())
     return len(exported)
 
 
