@@ -300,6 +300,29 @@ def write_truth(folder: Path, patient_id: str, phantom: Phantom) -> None:
         write_volume(phantom.ct.with_array(mask.astype(np.uint8)), folder / f"{patient_id}_{name}.nrrd")
 
 
+def write_nifti_dataset(out: Path, seeds, structures=("Lung_R", "Lung_L"), folds: int = 2,
+                        **grid) -> Path:
+    """Phantom cases straight to images/, labels/ (NIfTI, label n = n-th structure) + dataset.csv.
+
+    A shortcut past DICOM for training tests (the DICOM -> export path is tested on its own);
+    fold = position % folds, so every fold holds cases.
+    """
+    rows = ["case,patient,image,label,fold"]
+    for folder in ("images", "labels"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    for position, seed in enumerate(seeds):
+        phantom = render(make_anatomy(seed), make_grid(**grid))
+        case = f"PHANTOM-{seed:03d}"
+        labels = np.zeros(phantom.ct.array.shape, np.uint8)
+        for value, name in enumerate(structures, start=1):
+            labels[phantom.masks[name]] = value
+        write_volume(phantom.ct, out / "images" / f"{case}.nii.gz")
+        write_volume(phantom.ct.with_array(labels), out / "labels" / f"{case}.nii.gz")
+        rows.append(f"{case},{case},images/{case}.nii.gz,labels/{case}.nii.gz,{position % folds}")
+    (out / "dataset.csv").write_text("\n".join(rows) + "\n")
+    return out / "dataset.csv"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,4 +27,26 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, suffix: str 
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False):
+    """Like ``atomic_path`` for a folder: filled under a temporary name, then renamed into place."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError("exists already (use --overwrite to replace it)", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield staging
+        if path.exists():  # a folder cannot be replaced in one step: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise

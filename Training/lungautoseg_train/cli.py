@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from LungAutoSegLib.errors import InputError
@@ -33,6 +34,39 @@ def _export(args) -> int:
     return 1 if s["failed"] else 0
 
 
+def _train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    summary = train(load_config(args.config, args.overrides), resume=args.resume, wandb_mode=args.wandb,
+                    progress=not args.quiet)
+    if "package" in summary:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import run_evaluate
+
+    evaluation = run_evaluate(args.model, args.data, args.out, fold=args.fold, device=args.device,
+                              wandb_mode=args.wandb, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{evaluation['model']} on {len({r['case'] for r in evaluation['cases']})} cases "
+          f"({evaluation['implementation']}):")
+    for name, metrics in evaluation["mean"].items():
+        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+    print(f"per case: {args.out / 'evaluation.csv'}")
+    return 0
+
+
+def _package(args) -> int:
+    from .package import package_checkpoint
+
+    folder = package_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite, card=args.card,
+                                make_zip=args.zip)
+    print(folder)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pathlib import Path
 
@@ -51,6 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--workers", type=int, help="parallel cases (default: all cores)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(run=_export)
+
+    wandb_modes = ["online", "offline", "disabled"]
+    train = commands.add_parser("train", help="train a network (DDP under torchrun); resumes with --resume")
+    train.add_argument("--config", type=Path, required=True, help="YAML config (see Training/configs/)")
+    train.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides (W&B sweeps)")
+    train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+    train.add_argument("--wandb", choices=wandb_modes, help="default: online when an API key is configured, "
+                                                            "else offline")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a model package on dataset cases, original CT grid")
+    evaluate.add_argument("--model", type=Path, required=True, help="model package folder or zip")
+    evaluate.add_argument("--data", type=Path, required=True, help="dataset.csv")
+    evaluate.add_argument("--fold", type=int, help="only this fold (default: every case)")
+    evaluate.add_argument("--out", type=Path, required=True, help="folder for evaluation.csv and .json")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.add_argument("--wandb", choices=wandb_modes)
+    evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(run=_evaluate)
+
+    package = commands.add_parser("package", help="checkpoint -> model package <name>-<version>/")
+    package.add_argument("--checkpoint", type=Path, required=True)
+    package.add_argument("--out", type=Path, required=True)
+    package.add_argument("--card", type=Path, help="model card (Markdown) to ship; default: generated")
+    package.add_argument("--zip", action="store_true", help="also write <name>-<version>.zip")
+    package.add_argument("--overwrite", action="store_true")
+    package.set_defaults(run=_package)
     return parser
 
 

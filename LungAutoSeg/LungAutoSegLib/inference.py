@@ -1,0 +1,107 @@
+"""The inference core: CT volume + model package -> label map on the CT's own grid.
+
+Training's validation, ``lungautoseg-train evaluate``, ``lungautoseg segment`` and the
+Slicer module all run these functions, so what is measured is what users get.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .model_package import ModelPackage
+from .preprocess import image_to_model, masks_to_ct, resample
+from .volume import Volume
+
+DEFAULT_INFERENCE = {"patch_size": [128, 128, 128], "overlap": 0.25, "blend": "gaussian",
+                     "activation": "softmax", "threshold": "argmax",
+                     "postprocessing": {"largest_component": True, "fill_holes": True}}
+
+
+@dataclass
+class Segmentation:
+    labels: Volume                      # uint8 on the CT's grid; value n = structures[n - 1]
+    structures: list[dict]
+    probabilities: np.ndarray | None = None  # (n, k, j, i) float32 on the CT's grid, on request
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r} (auto, cpu or cuda)")
+    return device
+
+
+def predict_probabilities(network, image: np.ndarray, inference: dict, device: str):
+    """Softmax probabilities (classes, k, j, i) of one preprocessed image, sliding window."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    settings = {**DEFAULT_INFERENCE, **inference}
+    roi_size = tuple(int(n) for n in reversed(settings["patch_size"]))  # [i, j, k] -> tensor (k, j, i)
+    tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
+    with torch.inference_mode():
+        logits = sliding_window_inference(tensor, roi_size, sw_batch_size=1, predictor=network,
+                                          overlap=float(settings["overlap"]), mode=settings["blend"])
+        return torch.softmax(logits.float(), dim=1)[0]
+
+
+def probabilities_to_masks(probabilities, postprocessing: dict | None = None) -> np.ndarray:
+    """Argmax (the multi-class threshold), then per structure the largest component, holes filled."""
+    winner = probabilities.argmax(dim=0).cpu().numpy().astype(np.uint8)
+    steps = {**DEFAULT_INFERENCE["postprocessing"], **(postprocessing or {})}
+    masks = np.stack([winner == value for value in range(1, probabilities.shape[0])])
+    return np.stack([_clean(mask, **steps) for mask in masks])
+
+
+def _clean(mask: np.ndarray, largest_component: bool, fill_holes: bool) -> np.ndarray:
+    if not mask.any():
+        return mask
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    if largest_component:
+        image = sitk.RelabelComponent(sitk.ConnectedComponent(image, True), sortByObjectSize=True) == 1
+    if fill_holes:
+        image = sitk.BinaryFillhole(image, fullyConnected=False, foregroundValue=1)
+    return sitk.GetArrayFromImage(image).astype(bool)
+
+
+def segment(ct: Volume, package: ModelPackage, *, device: str = "auto", network=None,
+            with_probabilities: bool = False, progress=None) -> Segmentation:
+    """Label the package's structures on ``ct``. ``progress(stage, fraction)`` is called per stage."""
+    report = progress or (lambda stage, fraction: None)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def lap(stage: str, fraction: float):
+        nonlocal start
+        now = time.perf_counter()
+        timings[stage] = round(now - start, 3)
+        start = now
+        report(stage, fraction)
+
+    device = resolve_device(device)
+    network = network if network is not None else package.load_network(device)
+    lap("load_model", 0.1)
+    image, grid = image_to_model(ct, package.preprocessing)
+    lap("preprocess", 0.3)
+    probabilities = predict_probabilities(network, image, package.inference, device)
+    lap("inference", 0.8)
+    masks = probabilities_to_masks(probabilities, package.inference.get("postprocessing"))
+    lap("postprocess", 0.85)
+    labels = ct.with_array(masks_to_ct(masks, grid, ct))
+    on_ct = None
+    if with_probabilities:
+        channels = probabilities[1:].cpu().numpy()
+        on_ct = np.stack([resample(grid.with_array(channel), ct) for channel in channels])
+    lap("resample", 1.0)
+    return Segmentation(labels, package.structures, on_ct, timings, device)

@@ -1,0 +1,173 @@
+"""Model packages: the contract between Training/ and the engine (DESIGN.md).
+
+A package is a folder ``<name>-<version>/`` (or a .zip of one) holding ``manifest.json``
+and the weights as safetensors, a format that holds only tensors, so loading a package
+can never execute code. The manifest carries everything inference needs (structures,
+network, preprocessing, inference settings) and the weights' SHA-256, checked on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_folder
+from .errors import InputError
+from .networks import build_network
+from .preprocess import Preprocessing
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "model.safetensors"
+BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+REQUIRED_KEYS = ("schema_version", "name", "version", "structures", "network", "preprocessing",
+                 "inference", "weights")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelPackage:
+    root: Path
+    manifest: dict
+
+    @property
+    def name(self) -> str:
+        return f"{self.manifest['name']}-{self.manifest['version']}"
+
+    @property
+    def structures(self) -> list[dict]:
+        return self.manifest["structures"]
+
+    @property
+    def structure_names(self) -> list[str]:
+        return [s["name"] for s in self.structures]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.manifest["preprocessing"])
+
+    @property
+    def inference(self) -> dict:
+        return self.manifest["inference"]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.root / self.manifest["weights"]["file"]
+
+    def load_network(self, device: str = "cpu"):
+        """The network in eval mode with the package's weights (tensors only, no pickle)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        network = build_network(self.manifest["network"], out_channels=len(self.structures) + 1)
+        try:
+            state = load_file(str(self.weights_path), device=str(device))
+            network.load_state_dict(state, strict=True)
+        except (SafetensorError, RuntimeError) as error:
+            raise InputError(f"weights do not fit the manifest's network: {error}", self.weights_path) from error
+        return network.to(device).eval()
+
+
+def load_package(path: str | os.PathLike | None = None) -> ModelPackage:
+    """Open and verify a package folder or zip; ``None`` = the bundled model."""
+    path = Path(path) if path is not None else bundled_package()
+    if path.is_file() and zipfile.is_zipfile(path):
+        path = _extract_zip(path)
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise InputError(f"not a model package: no {MANIFEST_NAME}", path)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"manifest is not valid JSON: {error}", manifest_path) from error
+    _check_manifest(manifest, manifest_path)
+    package = ModelPackage(path, manifest)
+    weights = package.weights_path
+    if weights.parent.resolve() != path.resolve():
+        raise InputError(f"weights file must lie in the package folder: {manifest['weights']['file']!r}", manifest_path)
+    if not weights.is_file():
+        raise InputError(f"manifest names a weights file that is missing: {weights.name}", path)
+    if sha256_of(weights) != manifest["weights"]["sha256"]:
+        raise InputError("weights checksum mismatch: the file is corrupt or was altered", weights)
+    return package
+
+
+def _check_manifest(manifest, path: Path) -> None:
+    if not isinstance(manifest, dict):
+        raise InputError("manifest must be a JSON object", path)
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise InputError(f"manifest lacks {', '.join(missing)}", path)
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise InputError(f"unsupported manifest schema_version {manifest['schema_version']!r} "
+                         f"(this LungAutoSeg reads {SCHEMA_VERSION})", path)
+    structures = manifest["structures"]
+    if (not isinstance(structures, list) or not structures
+            or [s.get("label") if isinstance(s, dict) else None for s in structures]
+            != list(range(1, len(structures) + 1))):
+        raise InputError("manifest structures must be a list with labels 1..n in order", path)
+    weights = manifest["weights"]
+    if not isinstance(weights, dict) or not isinstance(weights.get("file"), str) \
+            or not isinstance(weights.get("sha256"), str):
+        raise InputError("manifest weights must give file and sha256", path)
+    if not isinstance(manifest["network"], dict) or not isinstance(manifest["inference"], dict):
+        raise InputError("manifest network and inference must be objects", path)
+    if not isinstance(manifest["preprocessing"], dict):
+        raise InputError("manifest preprocessing must be an object", path)
+    Preprocessing.from_dict(manifest["preprocessing"])
+
+
+def _extract_zip(path: Path) -> Path:
+    """Unpack into a fresh temporary folder, refusing members that would land outside it."""
+    target = Path(tempfile.mkdtemp(prefix="lungautoseg-model-"))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                destination = (target / member).resolve()
+                if not destination.is_relative_to(target.resolve()) or member.startswith("/"):
+                    raise InputError(f"zip member would be written outside the package: {member!r}", path)
+            archive.extractall(target)
+    except zipfile.BadZipFile as error:
+        shutil.rmtree(target, ignore_errors=True)
+        raise InputError(f"corrupt zip: {error}", path) from error
+    except InputError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    manifests = list(target.glob(MANIFEST_NAME)) or list(target.glob(f"*/{MANIFEST_NAME}"))
+    return manifests[0].parent if len(manifests) == 1 else target
+
+
+def bundled_package() -> Path:
+    packages = sorted(p for p in BUNDLED_MODELS.glob("*") if (p / MANIFEST_NAME).is_file())
+    if not packages:
+        raise InputError("no bundled model found", BUNDLED_MODELS)
+    return packages[-1]
+
+
+def write_package(out: str | os.PathLike, manifest: dict, state_dict: dict, *, overwrite: bool = False,
+                  extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``out/<name>-<version>/`` with weights, manifest (checksum filled in) and extras."""
+    from safetensors.torch import save_file
+
+    folder = Path(out) / f"{manifest['name']}-{manifest['version']}"
+    with atomic_folder(folder, overwrite=overwrite) as staging:
+        weights = staging / WEIGHTS_NAME
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(weights))
+        manifest = {**manifest, "schema_version": SCHEMA_VERSION,
+                    "weights": {"file": WEIGHTS_NAME, "format": "safetensors", "sha256": sha256_of(weights)}}
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+    return folder

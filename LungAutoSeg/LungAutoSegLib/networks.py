@@ -1,0 +1,53 @@
+"""The networks a model package may name, built from plain parameters (never an import path).
+
+A manifest is data from an untrusted source: it chooses among these builders only, so a
+package cannot make the engine import or construct anything else.
+"""
+from __future__ import annotations
+
+from .errors import InputError
+
+# The tutorial's 3D U-Net; "unet_small" halves every channel count (4x fewer weights).
+UNET_DEFAULTS = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2, "norm": "batch"}
+
+
+def _unet(in_channels: int, out_channels: int, channels, strides, num_res_units=2, norm="batch", dropout=0.0):
+    from monai.networks.nets import UNet
+
+    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                channels=tuple(int(c) for c in channels), strides=tuple(int(s) for s in strides),
+                num_res_units=int(num_res_units), norm=str(norm), dropout=float(dropout))
+
+
+def _segresnet(in_channels: int, out_channels: int, init_filters=16, blocks_down=(1, 2, 2, 4),
+               blocks_up=(1, 1, 1), dropout=0.0):
+    from monai.networks.nets import SegResNet
+
+    return SegResNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                     init_filters=int(init_filters), blocks_down=tuple(int(b) for b in blocks_down),
+                     blocks_up=tuple(int(b) for b in blocks_up), dropout_prob=float(dropout) or None)
+
+
+BUILDERS = {"UNet": _unet, "SegResNet": _segresnet}
+
+
+def build_network(spec: dict, out_channels: int):
+    """``spec`` = {"class": "UNet" | "SegResNet", **parameters}; one input channel (CT)."""
+    parameters = dict(spec)
+    name = parameters.pop("class", None)
+    if name not in BUILDERS:
+        raise InputError(f"unknown network class {name!r}; known: {', '.join(BUILDERS)}")
+    try:
+        return BUILDERS[name](1, out_channels, **parameters)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise InputError(f"invalid {name} parameters {parameters}: {error}") from error
+
+
+def downsampling_factor(spec: dict) -> int:
+    """Patch sides must be multiples of this for the network's skip connections to align."""
+    if spec.get("class") == "SegResNet":
+        return 2 ** (len(spec.get("blocks_down", (1, 2, 2, 4))) - 1)
+    factor = 1
+    for stride in spec.get("strides", UNET_DEFAULTS["strides"]):
+        factor *= int(stride)
+    return factor

@@ -1,0 +1,111 @@
+"""Preprocessing, defined once for training and inference (stored in the model package).
+
+A CT is resampled onto the *model grid*: axis-aligned with the patient (i -> L, j -> P,
+k -> S, whatever the CT's own orientation), at the model's spacing, covering the CT's
+extent. So the network always sees the patient's right at low i, and a flipped or
+oblique CT gives the same input as an axial one. Intensities are clipped to a HU window
+and scaled to [0, 1]. Labels come back onto the CT's own grid by interpolating each
+structure's mask linearly and taking the largest (a smooth, sub-voxel boundary instead
+of blocky nearest-neighbour steps).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .image_io import volume_to_sitk
+from .volume import Volume
+
+AIR_HU = -1024.0
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    spacing: tuple[float, float, float]  # mm along L, P, S
+    hu_window: tuple[float, float] = (-1000.0, 500.0)
+
+    def __post_init__(self):
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise InputError(f"preprocessing spacing must be three positive numbers, got {self.spacing}")
+        if len(self.hu_window) != 2 or self.hu_window[0] >= self.hu_window[1]:
+            raise InputError(f"preprocessing hu_window must be [low, high], got {self.hu_window}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        try:
+            return cls(tuple(float(s) for s in data["spacing"]),
+                       tuple(float(h) for h in data.get("hu_window", cls.hu_window)))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"invalid preprocessing settings {data!r}: {error}") from error
+
+    def to_dict(self) -> dict:
+        return {"orientation": "LPS axis-aligned", **asdict(self)}
+
+
+def model_grid(ct: Volume, spacing) -> Volume:
+    """An empty axis-aligned grid at ``spacing`` covering every voxel centre of ``ct``."""
+    ni, nj, nk = ct.shape_ijk
+    corners = np.array([[i, j, k] for i in (0, ni - 1) for j in (0, nj - 1) for k in (0, nk - 1)], float)
+    corners_lps = corners @ ct.ijk_to_lps[:3, :3].T + ct.ijk_to_lps[:3, 3]
+    low, high = corners_lps.min(axis=0), corners_lps.max(axis=0)
+    spacing = np.asarray(spacing, dtype=np.float64)
+    size = np.floor((high - low) / spacing + 1e-6).astype(int) + 1
+    centre = (low + high) / 2
+    origin = centre - (size - 1) * spacing / 2  # centred, so no side is favoured
+    return Volume.from_spacing(np.zeros(size[::-1], dtype=np.uint8), spacing, origin)
+
+
+def resample(volume: Volume, grid: Volume, *, interpolator=sitk.sitkLinear, default: float = 0.0,
+             pixel_type=sitk.sitkFloat32) -> np.ndarray:
+    """``volume``'s voxels sampled at ``grid``'s voxel centres (array[k, j, i])."""
+    image = sitk.Resample(volume_to_sitk(volume), _reference(grid), sitk.Transform(), interpolator,
+                          default, pixel_type)
+    return sitk.GetArrayFromImage(image)
+
+
+def _reference(grid: Volume) -> sitk.Image:
+    reference = sitk.Image([int(n) for n in grid.shape_ijk], sitk.sitkUInt8)
+    reference.SetSpacing([float(s) for s in grid.spacing])
+    reference.SetOrigin([float(o) for o in grid.origin])
+    reference.SetDirection([float(d) for d in grid.direction.ravel()])
+    return reference
+
+
+def _antialias(ct: Volume, spacing) -> Volume:
+    """Gaussian smoothing before downsampling, so a 0.6 mm and a 3 mm CT give the same input."""
+    sigma = np.sqrt(np.maximum(np.square(np.min(spacing)) - np.square(ct.spacing), 0.0)) / 2.355
+    if not np.any(sigma > 0.05 * ct.spacing):
+        return ct
+    image = volume_to_sitk(ct.with_array(ct.array.astype(np.float32)))
+    smoothed = sitk.SmoothingRecursiveGaussian(image, [float(max(s, 1e-3)) for s in sigma])
+    return ct.with_array(sitk.GetArrayFromImage(smoothed))
+
+
+def image_to_model(ct: Volume, settings: Preprocessing) -> tuple[np.ndarray, Volume]:
+    """The network input (float32 in [0, 1], array[k, j, i]) and the model grid it lies on."""
+    grid = model_grid(ct, settings.spacing)
+    hu = resample(_antialias(ct, settings.spacing), grid, default=AIR_HU)
+    low, high = settings.hu_window
+    return ((np.clip(hu, low, high) - low) / (high - low)).astype(np.float32), grid
+
+
+def labels_to_model(labels: Volume, grid: Volume) -> np.ndarray:
+    """A label map (any grid) on the model grid, nearest neighbour, uint8."""
+    return resample(labels, grid, interpolator=sitk.sitkNearestNeighbor, pixel_type=sitk.sitkUInt8)
+
+
+def masks_to_ct(masks: np.ndarray, grid: Volume, ct: Volume) -> np.ndarray:
+    """Structure masks on the model grid (n, k, j, i) -> a label map (1..n) on the CT's grid."""
+    best = np.full(ct.array.shape, 0.5, dtype=np.float32)  # a voxel is labelled when its
+    labels = np.zeros(ct.array.shape, dtype=np.uint8)       # interpolated mask passes 0.5
+    for value, mask in enumerate(masks, start=1):
+        if not mask.any():
+            continue
+        smooth = resample(grid.with_array(mask.astype(np.float32)), ct)
+        wins = smooth > best
+        labels[wins] = value
+        best = np.maximum(best, smooth)
+    return labels

@@ -1,0 +1,126 @@
+"""Training configuration: a YAML file over documented defaults, plus ``key.sub=value`` overrides.
+
+Unknown keys are refused (a typo such as ``epoch: 500`` must not silently train with the
+default). Paths in the file are relative to the file's folder.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from LungAutoSegLib.errors import InputError
+from LungAutoSegLib.networks import UNET_DEFAULTS, downsampling_factor
+
+DEFAULTS: dict = {
+    "name": "lungs",                      # run name, and the model package's name
+    "version": "0.1.0",                   # the model package's version
+    "output_dir": "runs/lungs",           # checkpoints, history, package, W&B run folder
+    "data": {
+        "csv": None,                      # dataset.csv from `lungautoseg-train export`
+        "fold": 0,                        # validation fold; the other folds train. null: no validation
+        "structures": ["Lung_R", "Lung_L"],
+        "cache_dir": None,                # preprocessed cases; default <output_dir>/cache
+    },
+    "preprocessing": {"spacing": [3.0, 3.0, 3.0], "hu_window": [-1000.0, 500.0]},
+    "patch_size": [96, 96, 96],           # voxels along L, P, S (i, j, k)
+    "batch_size": 2,                      # cases per step; each gives samples_per_case patches
+    "samples_per_case": 2,
+    "network": {"class": "UNet", **UNET_DEFAULTS},
+    "loss": "dice_ce",                    # dice_ce | dice | ce
+    "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-5},
+    "schedule": {"name": "cosine", "warmup_steps": 0},  # cosine | poly | constant, stepped per step
+    "epochs": 100,
+    "validation": {"interval": 1, "overlap": 0.25, "images_every": 5, "image_cases": 3},
+    "early_stop_patience": None,          # validations without improvement before stopping
+    "augmentation": {
+        "rotate_degrees": 10.0, "scale": 0.1, "probability": 0.5,
+        "intensity_shift": 0.05, "intensity_scale": 0.1, "noise_std": 0.02,
+        "flip_left_right": False,         # when on, *_R and *_L labels are swapped with the flip
+    },
+    "seed": 0,
+    "deterministic": False,
+    "workers": 0,                         # DataLoader worker processes
+    "amp": True,                          # bf16 autocast on CUDA only (20x slower on this CPU)
+    "channels_last": True,                # channels_last_3d on CUDA only
+    "wandb": {"project": "lungautoseg", "entity": None, "mode": None, "tags": []},
+}
+
+
+def _merge(base: dict, update: dict, where: str = "") -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if key not in base:
+            raise InputError(f"unknown config key {where}{key!r}; known: {', '.join(base)}")
+        if isinstance(base[key], dict) and key != "network":
+            if not isinstance(value, dict):
+                raise InputError(f"config key {where}{key} must be a mapping")
+            merged[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _override(config: dict, assignment: str) -> dict:
+    """``optimizer.lr=3e-4`` (what a W&B sweep agent passes) -> a nested update."""
+    key, sep, text = assignment.partition("=")
+    if not sep:
+        raise InputError(f"override {assignment!r} must look like key.sub=value")
+    update: dict = {}
+    node = update
+    parts = key.lstrip("-").split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = yaml.safe_load(text)
+    if parts[0] == "network":  # a network override changes one parameter, not the whole block
+        update["network"] = {**config["network"], **update["network"]}
+    return _merge(config, update)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    config = copy.deepcopy(DEFAULTS)
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise InputError("config file not found", path) from None
+        except yaml.YAMLError as error:
+            raise InputError(f"config is not valid YAML: {error}", path) from error
+        if not isinstance(loaded, dict):
+            raise InputError("config must be a YAML mapping", path)
+        config = _merge(config, loaded)
+        base = path.resolve().parent
+    for assignment in overrides:
+        config = _override(config, assignment)
+    for key in ("output_dir",):
+        config[key] = str((base / config[key]).resolve())
+    for key in ("csv", "cache_dir"):
+        if config["data"][key] is not None:
+            config["data"][key] = str((base / config["data"][key]).resolve())
+    _validate(config)
+    return config
+
+
+def _validate(config: dict) -> None:
+    if not config["data"]["csv"]:
+        raise InputError("config data.csv is required (the dataset.csv written by export)")
+    if not config["data"]["structures"]:
+        raise InputError("config data.structures must name at least one structure")
+    factor = downsampling_factor(config["network"])
+    patch = config["patch_size"]
+    if len(patch) != 3 or any(int(n) % factor or int(n) <= 0 for n in patch):
+        raise InputError(f"patch_size {patch} must be 3 positive multiples of {factor} for this network")
+    if config["loss"] not in ("dice_ce", "dice", "ce"):
+        raise InputError(f"unknown loss {config['loss']!r} (dice_ce, dice or ce)")
+    if config["optimizer"]["name"] not in ("adamw", "adam", "sgd"):
+        raise InputError(f"unknown optimizer {config['optimizer']['name']!r} (adamw, adam or sgd)")
+    if config["schedule"]["name"] not in ("cosine", "poly", "constant"):
+        raise InputError(f"unknown schedule {config['schedule']['name']!r} (cosine, poly or constant)")
+    for key in ("epochs", "batch_size", "samples_per_case"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
+    if config["wandb"]["mode"] not in (None, "online", "offline", "disabled"):
+        raise InputError(f"wandb.mode must be online, offline or disabled, got {config['wandb']['mode']!r}")
