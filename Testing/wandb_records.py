@@ -7,6 +7,7 @@ protobuf ``Record`` messages.
 """
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -47,3 +48,8 @@ def run_file(run_root: str | Path) -> Path:
     if len(files) != 1:
         raise AssertionError(f"expected one offline W&B run under {run_root}, found {len(files)}")
     return files[0]
+
+
+def items(update) -> dict:
+    """A history, config or summary update as {"a/b": value}; W&B splits "a/b" keys into parts."""
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in update}

@@ -1,11 +1,13 @@
 """Training configuration: a YAML file over documented defaults, plus ``key.sub=value`` overrides.
 
 Unknown keys are refused (a typo such as ``epoch: 500`` must not silently train with the
-default). Paths in the file are relative to the file's folder.
+default). Paths in the file are relative to the file's folder; ``output_dir`` may hold
+environment variables (``$WANDB_RUN_ID`` under a W&B sweep agent).
 """
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import yaml
@@ -39,6 +41,7 @@ DEFAULTS: dict = {
         "intensity_shift": 0.05, "intensity_scale": 0.1, "noise_std": 0.02,
         "flip_left_right": False,         # when on, *_R and *_L labels are swapped with the flip
     },
+    "init_weights": None,                 # checkpoint whose weights start the run (fine-tuning)
     "seed": 0,
     "deterministic": False,
     "workers": 0,                         # DataLoader worker processes
@@ -57,9 +60,18 @@ def _merge(base: dict, update: dict, where: str = "") -> dict:
             if not isinstance(value, dict):
                 raise InputError(f"config key {where}{key} must be a mapping")
             merged[key] = _merge(base[key], value, f"{where}{key}.")
+        elif isinstance(base[key], float) and isinstance(value, str):
+            merged[key] = _number(value, f"{where}{key}")  # YAML 1.1 reads 3e-4 as a string
         else:
             merged[key] = value
     return merged
+
+
+def _number(text: str, key: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"config key {key} must be a number, got {text!r}") from None
 
 
 def _override(config: dict, assignment: str) -> dict:
@@ -95,8 +107,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         base = path.resolve().parent
     for assignment in overrides:
         config = _override(config, assignment)
-    for key in ("output_dir",):
-        config[key] = str((base / config[key]).resolve())
+    # $VARIABLES expand, so a sweep agent's runs each get a folder: output_dir=runs/$WANDB_RUN_ID
+    config["output_dir"] = str((base / os.path.expandvars(config["output_dir"])).resolve())
+    if config["init_weights"] is not None:
+        config["init_weights"] = str((base / config["init_weights"]).resolve())
     for key in ("csv", "cache_dir"):
         if config["data"][key] is not None:
             config["data"][key] = str((base / config["data"][key]).resolve())

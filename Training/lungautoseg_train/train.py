@@ -202,7 +202,10 @@ class Trainer:
 
     def _build_model(self):
         config, device = self.config, self.ranks.device
-        network = build_network(config["network"], out_channels=len(self.structures) + 1).to(device)
+        network = build_network(config["network"], out_channels=len(self.structures) + 1)
+        if config["init_weights"]:  # fine-tuning; a resumed run then loads its own checkpoint over it
+            network.load_state_dict(load_checkpoint(config["init_weights"])["model"])
+        network = network.to(device)
         self.channels_last = bool(config["channels_last"]) and device.type == "cuda"
         if self.channels_last:
             network = network.to(memory_format=torch.channels_last_3d)

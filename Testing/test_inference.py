@@ -1,0 +1,126 @@
+"""The inference core's pieces: preprocessing geometry, the way back to the CT grid, model packages."""
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import GEOMETRIES, dice, make_phantom
+from LungAutoSegLib.errors import InputError
+from LungAutoSegLib.inference import probabilities_to_masks
+from LungAutoSegLib.model_package import load_package, write_package
+from LungAutoSegLib.networks import build_network
+from LungAutoSegLib.preprocess import Preprocessing, image_to_model, labels_to_model, masks_to_ct, model_grid
+
+SETTINGS = Preprocessing(spacing=(4.0, 4.0, 4.0))
+TINY = {"class": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 1, "norm": "batch"}
+
+
+def test_model_grid_is_axis_aligned_and_covers_the_ct():
+    ct = make_phantom(0, "oblique").ct
+    grid = model_grid(ct, (4.0, 4.0, 4.0))
+    assert np.allclose(grid.direction, np.eye(3)) and np.allclose(grid.spacing, 4.0)
+    ni, nj, nk = ct.shape_ijk
+    corners = np.array([[i, j, k, 1] for i in (0, ni - 1) for j in (0, nj - 1) for k in (0, nk - 1)]) @ ct.ijk_to_lps.T
+    inside = grid.lps_to_ijk(corners[:, :3])
+    assert inside.min() >= -0.5 and np.all(inside.max(axis=0) <= np.array(grid.shape_ijk) - 0.5)
+
+
+@pytest.mark.parametrize("geometry", ["x_flipped", "oblique", "descending"])
+def test_every_orientation_gives_the_network_the_same_view_as_axial(geometry):
+    axial, _ = image_to_model(make_phantom(3, "square_axial").ct, SETTINGS)
+    other_phantom = make_phantom(3, geometry)
+    other, grid = image_to_model(other_phantom.ct, SETTINGS)
+    labels = labels_to_model(other_phantom.ct.with_array(other_phantom.masks["Lung_R"].astype(np.uint8)), grid)
+    right_i = np.argwhere(labels > 0)[:, 2].mean()
+    assert right_i < labels.shape[2] / 2  # low i is the patient's right on every model grid
+    if geometry == "x_flipped":  # the same anatomy on a mirrored grid: the same network input
+        assert other.shape == axial.shape and np.abs(other - axial).mean() < 0.01
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_masks_come_back_onto_the_ct_grid_on_the_right(geometry):
+    phantom = make_phantom(1, geometry)
+    _, grid = image_to_model(phantom.ct, SETTINGS)
+    labels = np.zeros(phantom.ct.array.shape, np.uint8)
+    labels[phantom.masks["Lung_R"]], labels[phantom.masks["Lung_L"]] = 1, 2
+    on_model = labels_to_model(phantom.ct.with_array(labels), grid)
+    back = masks_to_ct(np.stack([on_model == 1, on_model == 2]), grid, phantom.ct)
+    assert dice(back == 1, phantom.masks["Lung_R"]) > 0.95
+    assert dice(back == 2, phantom.masks["Lung_L"]) > 0.95
+    assert phantom.ct.centroid_lps(back == 1)[0] < -40 < 40 < phantom.ct.centroid_lps(back == 2)[0]
+
+
+def test_postprocessing_keeps_the_largest_component_and_fills_holes():
+    winner = np.zeros((20, 20, 20), np.int64)
+    winner[2:12, 2:12, 2:12] = 1
+    winner[6, 6, 6] = 0                      # a hole
+    winner[15:17, 15:17, 15:17] = 1          # a stray island
+    probabilities = torch.nn.functional.one_hot(torch.from_numpy(winner), 2).permute(3, 0, 1, 2).float()
+    mask = probabilities_to_masks(probabilities)[0]
+    assert mask.sum() == 1000 and mask[6, 6, 6] and not mask[16, 16, 16]
+
+
+@pytest.fixture
+def package(tmp_path):
+    manifest = {"name": "tiny", "version": "0.0.1", "description": "test",
+                "structures": [{"name": "Lung_R", "label": 1, "colour": [80, 160, 220]}],
+                "network": TINY, "preprocessing": SETTINGS.to_dict(), "inference": {"patch_size": [32, 32, 32]}}
+    network = build_network(TINY, out_channels=2)
+    return write_package(tmp_path / "models", manifest, network.state_dict()), network
+
+
+def test_a_package_loads_verified_and_gives_back_its_weights(package):
+    folder, network = package
+    loaded = load_package(folder)
+    assert loaded.name == "tiny-0.0.1" and loaded.structure_names == ["Lung_R"]
+    restored = loaded.load_network("cpu")
+    for key, value in network.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value)
+
+
+def test_a_package_is_written_whole_or_not_at_all(package):
+    folder, network = package
+    with pytest.raises(InputError, match="exists already"):
+        write_package(folder.parent, json.loads((folder / "manifest.json").read_text()), network.state_dict())
+
+
+def test_a_zipped_package_loads(package, tmp_path):
+    folder, _ = package
+    archive = shutil.make_archive(str(tmp_path / "tiny-0.0.1"), "zip", root_dir=folder.parent, base_dir=folder.name)
+    assert load_package(archive).structure_names == ["Lung_R"]
+
+
+def _edit_manifest(folder, **changes):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(changes)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-8] + b"\0" * 8),
+     "checksum mismatch"),
+    (lambda f: (f / "model.safetensors").unlink(), "weights file that is missing"),
+    (lambda f: _edit_manifest(f, schema_version=99), "unsupported manifest schema_version 99"),
+    (lambda f: _edit_manifest(f, network={"class": "os.system"}), None),
+    (lambda f: _edit_manifest(f, weights={"file": "../model.safetensors", "sha256": "0"}), "must lie in the package"),
+    (lambda f: _edit_manifest(f, structures=[{"name": "Lung_R", "label": 2}]), "labels 1..n"),
+    (lambda f: (f / "manifest.json").write_text("{not json"), "not valid JSON"),
+])
+def test_a_damaged_package_is_refused_with_the_reason(package, damage, message):
+    folder, _ = package
+    damage(folder)
+    with pytest.raises(InputError) as error:
+        load_package(folder).load_network("cpu")
+    assert (message or "unknown network class 'os.system'") in str(error.value)
+
+
+def test_a_zip_that_would_write_outside_its_folder_is_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("../escaped.txt", "x")
+    with pytest.raises(InputError, match="outside the package"):
+        load_package(archive)
+    assert not (tmp_path / "escaped.txt").exists()

@@ -1,0 +1,151 @@
+"""Build the bundled Lung_R + Lung_L model: data, phantom pre-training, leave-one-out, final.
+
+    python Training/recipes/bundled_lungs.py --work /tmp/bundled [--stage all|data|pretrain|loo|final]
+
+Data: the six real CTs of ../shared/data with their reviewed reference lung masks (and
+ignore masks, voxels the reference does not score), plus synthetic thorax phantoms on
+varied grids (full thoraxes and thin slabs, since three real cases are slabs).
+Stages: ``pretrain`` learns thoracic anatomy on phantoms only; ``loo`` fine-tunes once
+per real case with that case held out and scores it on its own CT grid (the honest
+number for the model card); ``final`` fine-tunes on every case and writes the package
+into LungAutoSeg/Resources/Models with the model card. Each stage is resumable by
+re-running it (finished runs are kept). The phantom comes from Testing/ (a dev tool).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "Testing"))
+
+import thorax_phantom as tp  # noqa: E402
+from LungAutoSegLib.image_io import read_ct, read_volume, write_volume  # noqa: E402
+
+CONFIG = Path(__file__).with_name("bundled_lungs.yaml")
+MODELS = REPO / "LungAutoSeg" / "Resources" / "Models"
+PHANTOM_FOLD = 99  # never a validation fold
+REAL_REPEAT = 3  # fine-tuning sees each real case this many times per epoch
+FINETUNE_PHANTOMS = 12
+GRIDS = [  # (shape_ijk, spacing, centre z): full thoraxes at clinical resolutions, and slabs
+    ((128, 128, 48), (2.8, 2.8, 5.0), 0.0),
+    ((160, 160, 100), (2.4, 2.4, 2.5), 0.0),
+    ((144, 144, 64), (2.6, 2.6, 3.0), 20.0),
+    ((128, 128, 8), (2.8, 2.8, 2.5), 40.0),
+    ((128, 128, 12), (2.8, 2.8, 1.25), 10.0),
+    ((128, 128, 10), (2.8, 2.8, 2.5), -20.0),
+]
+
+
+def reference_cases() -> list[str]:
+    return sorted(p.name for p in (SHARED / "reference").iterdir() if (p / "case.json").is_file())
+
+
+def write_data(data: Path, phantoms: int) -> None:
+    rows = ["case,patient,image,label,fold,ignore"]
+    for folder in ("images", "labels", "ignore"):
+        (data / folder).mkdir(parents=True, exist_ok=True)
+    for fold, case in enumerate(reference_cases()):
+        folder = SHARED / "reference" / case
+        info = json.loads((folder / "case.json").read_text())
+        ct = read_ct(SHARED / info["ct"])
+        labels = np.zeros(ct.array.shape, np.uint8)
+        labels[read_volume(folder / "lung_r.nrrd").array > 0] = 1
+        labels[read_volume(folder / "lung_l.nrrd").array > 0] = 2
+        write_volume(ct.with_array(ct.array.astype(np.int16)), data / "images" / f"{case}.nii.gz")
+        write_volume(ct.with_array(labels), data / "labels" / f"{case}.nii.gz")
+        ignore = ""
+        if (folder / "ignore.nrrd").is_file():
+            ignore = f"ignore/{case}.nii.gz"
+            write_volume(read_volume(folder / "ignore.nrrd"), data / ignore)
+        rows.append(f"{case},{case},images/{case}.nii.gz,labels/{case}.nii.gz,{fold},{ignore}")
+        print(f"{case}: fold {fold}")
+    phantom_rows = [rows[0]]
+    for seed in range(phantoms):
+        shape, spacing, z = GRIDS[seed % len(GRIDS)]
+        phantom = tp.render(tp.make_anatomy(1000 + seed), tp.make_grid(shape, spacing, centre=(0.0, 15.0, z)))
+        labels = np.zeros(phantom.ct.array.shape, np.uint8)
+        labels[phantom.masks["Lung_R"]], labels[phantom.masks["Lung_L"]] = 1, 2
+        case = f"phantom_{seed:03d}"
+        write_volume(phantom.ct, data / "images" / f"{case}.nii.gz")
+        write_volume(phantom.ct.with_array(labels), data / "labels" / f"{case}.nii.gz")
+        phantom_rows.append(f"{case},{case},images/{case}.nii.gz,labels/{case}.nii.gz,{PHANTOM_FOLD},")
+    (data / "dataset.csv").write_text("\n".join(rows + phantom_rows[1:]) + "\n")
+    (data / "phantoms.csv").write_text("\n".join(phantom_rows) + "\n")
+    print(f"{len(rows) - 1} real cases, {phantoms} phantoms in {data}")
+
+
+def finetune_csv(data: Path, exclude: str | None = None) -> Path:
+    """Real cases (less ``exclude``) repeated REAL_REPEAT times, plus some phantoms; no validation."""
+    header, *rows = (data / "dataset.csv").read_text().splitlines()
+    real = [r for r in rows if not r.startswith("phantom_") and r.split(",")[0] != exclude]
+    phantoms = [r for r in rows if r.startswith("phantom_")][:FINETUNE_PHANTOMS]
+    path = data / (f"finetune_without_{exclude}.csv" if exclude else "finetune.csv")
+    path.write_text("\n".join([header, *real * REAL_REPEAT, *phantoms]) + "\n")
+    return path
+
+
+def train(work: Path, name: str, *overrides: str) -> Path:
+    """One run of ``lungautoseg-train train``; a finished run is kept, a killed one resumed."""
+    output = work / name
+    finished = (output / "package").is_dir()
+    if not finished:
+        resume = ["--resume"] if (output / "checkpoints" / "last.pt").is_file() else []
+        command = [sys.executable, "-m", "lungautoseg_train.cli", "train", "--config", str(CONFIG), "--quiet",
+                   f"output_dir={output}", f"data.cache_dir={work / 'cache'}", *overrides, *resume]
+        subprocess.run(command, check=True)
+    return output
+
+
+FINETUNE = ("data.fold=null", "epochs=15", "optimizer.lr=0.0005", "schedule.warmup_steps=0")
+
+
+def leave_one_out(work: Path) -> list[dict]:
+    from lungautoseg_train.data import read_dataset
+    from lungautoseg_train.evaluate import evaluate_records
+
+    csv = work / "data" / "dataset.csv"
+    records = read_dataset(csv)
+    rows = []
+    for case in reference_cases():  # the held-out case never chooses a checkpoint: no validation
+        run = train(work, f"loo_{case}", *FINETUNE, f"data.csv={finetune_csv(work / 'data', case)}",
+                    f"init_weights={work / 'pretrain' / 'checkpoints' / 'last.pt'}")
+        package = next((run / "package").iterdir())
+        held_out = [r for r in records if r.case == case]
+        evaluation = evaluate_records(package, held_out, csv, device="cpu")
+        for row in evaluation["cases"]:
+            rows.append(row)
+            print(json.dumps(row))
+    (work / "loo.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--phantoms", type=int, default=36)
+    parser.add_argument("--stage", choices=["all", "data", "pretrain", "loo", "final"], default="all")
+    args = parser.parse_args(argv)
+    work = args.work.resolve()
+    if args.stage in ("all", "data"):
+        write_data(work / "data", args.phantoms)
+    if args.stage in ("all", "pretrain"):
+        train(work, "pretrain", f"data.csv={work / 'data' / 'phantoms.csv'}", "data.fold=null")
+    if args.stage in ("all", "loo"):
+        leave_one_out(work)
+    if args.stage in ("all", "final"):
+        run = train(work, "final", *FINETUNE, f"data.csv={finetune_csv(work / 'data')}",
+                    f"init_weights={work / 'pretrain' / 'checkpoints' / 'last.pt'}")
+        print(f"final checkpoint: {run / 'checkpoints' / 'best.pt'}; package it with "
+              f"`lungautoseg-train package --card ... --out {MODELS}`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
