@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import thorax_phantom as tp
-from conftest import REPO, dice
+from conftest import dice
 from wandb_records import items, records, run_file
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.image_io import read_volume, write_volume

@@ -1,4 +1,4 @@
-"""``lungautoseg``: the engine's command line (``inspect`` now; ``segment`` comes with inference)."""
+"""``lungautoseg``: the engine's command line: ``segment``, ``info``, ``inspect``."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,56 @@ def _inspect(args) -> int:
     return 0
 
 
+def _segment(args) -> int:
+    from .pipeline import run_segment
+    from .progress import Progress
+
+    progress = Progress(args.progress)
+    source = example_ct() if args.example else args.input
+    if source is None:
+        raise InputError("name an INPUT (DICOM folder, NRRD, NIfTI or MHA), or use --example")
+    output = args.output or (Path("lungautoseg-example") if args.example else Path(f"{output_dir_name(source)}"))
+    structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
+    try:
+        report = run_segment(source, output, model=args.model, structures=structures, device=args.device,
+                             series_uid=args.series, overwrite=args.overwrite, progress=progress)
+    except InputError as error:
+        progress.error(str(error), error.path)
+        raise
+    except Exception as error:  # a bug: still end the JSON-lines stream with an error object
+        progress.error(f"internal error: {type(error).__name__}: {error}")
+        raise
+    progress.result({"report": report["outputs"]["report"], "outputs": report["outputs"],
+                     "structures": report["structures"], "seconds": report["seconds"]})
+    if args.progress != "jsonl":
+        for name, facts in report["structures"].items():
+            print(f"{name}: {facts['volume_ml']} ml, {facts['components']} component(s)")
+        print(f"{report['seconds']['total']} s on {report['device']}; outputs in {output}")
+    return 0
+
+
+def output_dir_name(source: Path) -> str:
+    from .pipeline import output_name
+
+    return f"{output_name(source)}_lungautoseg"
+
+
+def example_ct() -> Path:
+    from .model_package import BUNDLED_MODELS
+
+    return BUNDLED_MODELS.parent / "Example" / "lung2_example.nrrd"
+
+
+def _info(args) -> int:
+    from .model_package import load_package
+
+    package = load_package(args.model)
+    card = package.root / "MODEL_CARD.md"
+    print(card.read_text() if card.is_file() else json.dumps(package.manifest, indent=2))
+    print(f"Package: {package.root}\nWeights SHA-256 (verified): {package.manifest['weights']['sha256']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lungautoseg", description="LungAutoSeg engine")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("input", type=Path)
     inspect.add_argument("--series", help="SeriesInstanceUID, when the folder holds several CT series")
     inspect.set_defaults(run=_inspect)
+
+    segment = commands.add_parser("segment", help="contour a CT: .seg.nrrd, NIfTI labels, RTSTRUCT (DICOM input), "
+                                                  "report, preview")
+    segment.add_argument("input", type=Path, nargs="?", help="DICOM series folder, NRRD, NIfTI or MHA")
+    segment.add_argument("-o", "--output", type=Path, help="output folder (default: <input name>_lungautoseg)")
+    segment.add_argument("--model", type=Path, help="model package folder or zip (default: the bundled model)")
+    segment.add_argument("--structures", help="comma-separated subset of the model's structures, e.g. Lung_R")
+    segment.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    segment.add_argument("--series", help="SeriesInstanceUID, when the folder holds several CT series")
+    segment.add_argument("--progress", choices=["bar", "jsonl", "none"], default="bar",
+                         help="jsonl: one JSON object per line on stdout (for the Slicer module)")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segment.add_argument("--example", action="store_true", help="run on the embedded example CT")
+    segment.set_defaults(run=_segment)
+
+    info = commands.add_parser("info", help="print a model package's card (default: the bundled model)")
+    info.add_argument("model", type=Path, nargs="?")
+    info.set_defaults(run=_info)
     return parser
 
 

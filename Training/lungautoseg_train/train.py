@@ -355,12 +355,16 @@ class Trainer:
                                         metrics={"validation_mean_dice_model_grid": summary["best_mean_dice"]},
                                         run=self.run)
             summary["package"] = str(folder)
-            if self.validation_cases and self.run is not None:
-                from .evaluate import evaluate_records, log_evaluation
+            if self.validation_cases:  # the packaged model on the validation CTs' own grids
+                from .evaluate import evaluate_records, log_evaluation, write_evaluation
 
                 records = split(read_dataset(self.config["data"]["csv"]), self.config["data"]["fold"])[1]
-                evaluation = evaluate_records(folder, records, self.config["data"]["csv"], with_overlays=True)
-                log_evaluation(self.run, evaluation)
+                evaluation = evaluate_records(folder, records, self.config["data"]["csv"],
+                                              with_overlays=self.run is not None)
+                write_evaluation(evaluation, self.output / "evaluation", overwrite=True)
+                summary["validation_evaluation"] = evaluation["mean"]
+                if self.run is not None:
+                    log_evaluation(self.run, evaluation)
             if self.run is not None:
                 from .package import log_model_artifact
 

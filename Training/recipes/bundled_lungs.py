@@ -126,6 +126,28 @@ def leave_one_out(work: Path) -> list[dict]:
     return rows
 
 
+def loo_table(rows: list[dict]) -> str:
+    lines = ["| case | structure | Dice | HD95 mm | MSD mm | surface Dice 2 mm | volume error % |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['structure']} | {r['dice']:.3f} | {r['hd95_mm']:.1f} | {r['msd_mm']:.2f} "
+                     f"| {r['surface_dice_2mm']:.3f} | {r['volume_error_pct']:+.1f} |")
+    return "\n".join(lines)
+
+
+def write_bundled_package(run: Path, loo: list[dict]) -> Path:
+    from lungautoseg_train.package import package_checkpoint
+
+    card = Path(__file__).with_name("bundled_lungs_card.md").read_text().replace("{LOO_TABLE}", loo_table(loo))
+    staged = run / "MODEL_CARD.md"
+    staged.write_text(card)
+    scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo}
+    folder = package_checkpoint(run / "checkpoints" / "best.pt", MODELS, overwrite=True, card=staged,
+                                metrics={"leave_one_out_dice": scores})
+    print(f"bundled model: {folder}")
+    return folder
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -142,8 +164,7 @@ def main(argv=None) -> int:
     if args.stage in ("all", "final"):
         run = train(work, "final", *FINETUNE, f"data.csv={finetune_csv(work / 'data')}",
                     f"init_weights={work / 'pretrain' / 'checkpoints' / 'last.pt'}")
-        print(f"final checkpoint: {run / 'checkpoints' / 'best.pt'}; package it with "
-              f"`lungautoseg-train package --card ... --out {MODELS}`")
+        write_bundled_package(run, json.loads((work / "loo.json").read_text()))
     return 0
 
 

@@ -1,0 +1,162 @@
+"""``lungautoseg segment``: a CT in, segment files and a report out.
+
+Outputs, all named after the input so several CTs can share one folder:
+``<name>.seg.nrrd`` (Slicer segmentation), ``<name>_labels.nii.gz``, for DICOM input
+``<name>_rtstruct.dcm`` (referencing every slice of the series), ``<name>_report.json``
+and ``<name>_preview.png``. Existing outputs are refused unless ``overwrite``, before any
+work starts. Every file is first written into a private staging folder inside the output
+folder and renamed into place only when all of them are complete: a failure leaves no
+output at all, and two runs writing into one folder never see each other's half files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .image_io import VOLUME_SUFFIXES, read_ct, write_volume
+from .model_package import load_package, sha256_of
+from .progress import Progress
+from .volume import Volume
+
+OUTPUTS = {"segmentation": "{}.seg.nrrd", "labels": "{}_labels.nii.gz", "rtstruct": "{}_rtstruct.dcm",
+           "report": "{}_report.json", "preview": "{}_preview.png"}
+
+
+def output_name(source: Path) -> str:
+    name = source.resolve().name
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _check_output_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise InputError("output path exists and is not a folder", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output folder ({error.strerror})", folder) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError("output folder is not writable", folder)
+
+
+def _select(package, requested: list[str] | None) -> list[dict]:
+    if not requested:
+        return package.structures
+    unknown = [name for name in requested if name not in package.structure_names]
+    if unknown:
+        raise InputError(f"model {package.name} has no structure {', '.join(unknown)} "
+                         f"(it has {', '.join(package.structure_names)})")
+    return [s for s in package.structures if s["name"] in requested]
+
+
+def _structure_report(labels: Volume, structure: dict) -> dict:
+    mask = labels.array == structure["label"]
+    voxel_ml = float(np.prod(labels.spacing)) / 1000
+    if not mask.any():
+        return {"volume_ml": 0.0, "slices": None, "components": 0}
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
+    return {"volume_ml": round(float(mask.sum()) * voxel_ml, 1),
+            "slices": [int(slices[0]), int(slices[-1])],  # first and last slice index (k) holding it
+            "components": int(sitk.GetArrayViewFromImage(components).max())}
+
+
+def run_segment(source, output_dir, *, model=None, structures: list[str] | None = None, device: str = "auto",
+                series_uid: str | None = None, overwrite: bool = False, progress: Progress | None = None) -> dict:
+    from .inference import segment
+
+    progress = progress or Progress("none")
+    source, output_dir = Path(source), Path(output_dir)
+    started, timings = time.perf_counter(), {}
+    if not source.exists():
+        raise InputError("no such file or folder", source)
+    _check_output_folder(output_dir)
+    package = load_package(model)
+    chosen = _select(package, structures)
+    name = output_name(source)
+    is_dicom = source.is_dir() or not source.name.lower().endswith(VOLUME_SUFFIXES)
+    planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items()
+               if key != "rtstruct" or is_dicom}
+    existing = [p for p in planned.values() if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"output exists already: {', '.join(p.name for p in existing)} "
+                         "(use --overwrite to replace)", output_dir)
+
+    progress.stage("read", 0.0, f"reading {source}")
+    lap = time.perf_counter()
+    dicom = None
+    if is_dicom:
+        from .dicom_io import read_dicom_ct
+
+        dicom = read_dicom_ct(source if source.is_dir() else [source], series_uid)
+        ct = dicom.volume
+    else:
+        ct = read_ct(source)
+    timings["read"] = round(time.perf_counter() - lap, 3)
+
+    stages = {"load_model": 0.1, "preprocess": 0.2, "inference": 0.7, "postprocess": 0.75, "resample": 0.8}
+    result = segment(ct, package, device=device,
+                     progress=lambda stage, _: progress.stage(stage, stages.get(stage, 0.8), f"{stage} done"))
+    timings.update(result.timings)
+    labels = _keep(result.labels, chosen)
+
+    progress.stage("write", 0.85, f"writing into {output_dir}")
+    lap = time.perf_counter()
+    report = {
+        "input": str(source), "model": package.manifest["name"], "version": package.manifest["version"],
+        "weights_sha256": sha256_of(package.weights_path), "device": result.device,
+        "ct": {"size_ijk": list(ct.shape_ijk), "spacing_mm": [round(float(s), 4) for s in ct.spacing]},
+        "structures": {s["name"]: _structure_report(labels, s) for s in chosen},
+        "warnings": ct.warnings, "outputs": {key: str(path) for key, path in planned.items()},
+    }
+    staging = Path(tempfile.mkdtemp(prefix=".lungautoseg-", dir=output_dir))
+    try:
+        staged = {key: staging / path.name for key, path in planned.items()}
+        from .segmentation_io import write_seg_nrrd
+
+        write_seg_nrrd(labels, chosen, staged["segmentation"])
+        write_volume(labels, staged["labels"])
+        if dicom is not None:
+            from .rtstruct import write_rtstruct
+
+            write_rtstruct(dicom, {s["name"]: labels.array == s["label"] for s in chosen}, staged["rtstruct"],
+                           series_description=f"LungAutoSeg {package.name}"[:64],
+                           generation_algorithm="AUTOMATIC")
+        _write_preview(ct, labels, chosen, staged["preview"])
+        timings["write"] = round(time.perf_counter() - lap, 3)
+        timings["total"] = round(time.perf_counter() - started, 3)
+        report["seconds"] = timings
+        staged["report"].write_text(json.dumps(report, indent=2) + "\n")
+        for key, path in planned.items():
+            os.replace(staged[key], path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    progress.stage("done", 1.0, "finished")
+    return report
+
+
+def _keep(labels: Volume, chosen: list[dict]) -> Volume:
+    kept = np.isin(labels.array, [s["label"] for s in chosen])
+    return labels.with_array(np.where(kept, labels.array, 0).astype(np.uint8))
+
+
+def _write_preview(ct: Volume, labels: Volume, chosen: list[dict], path: Path) -> None:
+    from .overlay import overlay_panel
+
+    colours = [(0, 0, 0)] * (max(s["label"] for s in chosen))
+    for s in chosen:
+        colours[s["label"] - 1] = tuple(s["colour"])
+    picture = overlay_panel(ct, labels, colours)
+    if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+        raise InputError("could not write the preview picture", path)

@@ -1,0 +1,48 @@
+"""The bundled lungs model: verified on load, small, honest card, and right on the patient's right."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import GEOMETRIES, dice, make_phantom, shared_data
+from LungAutoSegLib.image_io import read_ct, read_volume
+from LungAutoSegLib.inference import segment
+from LungAutoSegLib.model_package import bundled_package, load_package, sha256_of
+
+
+@pytest.fixture(scope="module")
+def package():
+    return load_package(None)
+
+
+def test_the_bundled_package_is_verified_small_and_described(package):
+    assert package.root == bundled_package() and package.name == "lungs-1.0.0"
+    assert sha256_of(package.weights_path) == package.manifest["weights"]["sha256"]
+    assert sum(p.stat().st_size for p in package.root.iterdir()) <= 20 * 1024 * 1024
+    right = package.structures[0]
+    assert right["name"] == "Lung_R" and right["label"] == 1
+    assert right["snomed"]["type"][1] == "39607008" and right["snomed"]["modifier"][1] == "24028007"
+    card = (package.root / "MODEL_CARD.md").read_text()
+    assert "not clinically validated" in card.lower() and "leave-one-out" in card.lower()
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_on_phantoms_in_every_orientation_lung_r_is_found_on_the_right(package, geometry):
+    phantom = make_phantom(21, geometry)
+    result = segment(phantom.ct, package, device="cpu")
+    right = result.labels.array == 1
+    assert dice(right, phantom.masks["Lung_R"]) >= 0.9
+    assert dice(result.labels.array == 2, phantom.masks["Lung_L"]) >= 0.9
+    assert result.labels.centroid_lps(right)[0] < -40  # patient right is -x in LPS
+
+
+def test_on_a_real_ct_the_lungs_match_the_reference(package):
+    folder = shared_data("reference", "pyrad_lung2")
+    ct = read_ct(shared_data(json.loads((folder / "case.json").read_text())["ct"]))
+    result = segment(ct, package, device="cpu", with_probabilities=True)
+    reference = read_volume(folder / "lung_r.nrrd").array > 0
+    ignore = read_volume(folder / "ignore.nrrd").array > 0
+    assert result.labels.array.shape == ct.array.shape
+    assert dice((result.labels.array == 1) & ~ignore, reference & ~ignore) >= 0.9  # a training case: a sanity check
+    assert result.probabilities.shape == (2, *ct.array.shape)
+    assert np.all(result.probabilities[0][result.labels.array == 1] >= 0.3)
