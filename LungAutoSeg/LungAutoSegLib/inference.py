@@ -16,8 +16,12 @@ from .model_package import ModelPackage
 from .preprocess import image_to_model, masks_to_ct, resample
 from .volume import Volume
 
+# "padding": how the image is extended where a window overhangs it. "replicate" repeats the
+# edge slices, so a thin slab looks like more of the same thorax to the network; padding
+# with air made it lose the slab's first and last slices (Lung_R Dice 0.66 -> 0.95 on a
+# 16-slice LIDC slab). Training pads the same way (transforms.py).
 DEFAULT_INFERENCE = {"patch_size": [128, 128, 128], "overlap": 0.25, "blend": "gaussian",
-                     "activation": "softmax", "threshold": "argmax",
+                     "padding": "replicate", "activation": "softmax", "threshold": "argmax",
                      "postprocessing": {"largest_component": True, "fill_holes": True}}
 
 
@@ -52,7 +56,8 @@ def predict_probabilities(network, image: np.ndarray, inference: dict, device: s
     tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
     with torch.inference_mode():
         logits = sliding_window_inference(tensor, roi_size, sw_batch_size=1, predictor=network,
-                                          overlap=float(settings["overlap"]), mode=settings["blend"])
+                                          overlap=float(settings["overlap"]), mode=settings["blend"],
+                                          padding_mode=settings["padding"])
         return torch.softmax(logits.float(), dim=1)[0]
 
 

@@ -55,11 +55,11 @@ def train_transform(config: dict) -> Compose:
     if aug["flip_left_right"]:
         steps.append(RandFlipLeftRightd(left_right_pairs(config["data"]["structures"])))
     steps += [
-        SpatialPadd(keys, spatial_size=patch, mode="constant"),  # 0 = air after the HU window
+        SpatialPadd(keys, spatial_size=patch, mode="edge"),  # as inference pads: repeat the edge slices
         RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=2, neg=1,
                                num_samples=config["samples_per_case"]),
         RandAffined(keys, prob=aug["probability"], rotate_range=[math.radians(aug["rotate_degrees"])] * 3,
-                    scale_range=[aug["scale"]] * 3, mode=("bilinear", "nearest"), padding_mode="zeros"),
+                    scale_range=[aug["scale"]] * 3, mode=("bilinear", "nearest"), padding_mode="border"),
         RandScaleIntensityd("image", factors=aug["intensity_scale"], prob=aug["probability"]),
         RandShiftIntensityd("image", offsets=aug["intensity_shift"], prob=aug["probability"]),
         RandGaussianNoised("image", std=aug["noise_std"], prob=aug["probability"]),

@@ -31,7 +31,7 @@ from LungAutoSegLib.image_io import read_ct, read_volume, write_volume  # noqa: 
 CONFIG = Path(__file__).with_name("bundled_lungs.yaml")
 MODELS = REPO / "LungAutoSeg" / "Resources" / "Models"
 PHANTOM_FOLD = 99  # never a validation fold
-REAL_REPEAT = 3  # fine-tuning sees each real case this many times per epoch
+REAL_REPEAT = 4  # fine-tuning sees each real case this many times per epoch
 FINETUNE_PHANTOMS = 12
 GRIDS = [  # (shape_ijk, spacing, centre z): full thoraxes at clinical resolutions, and slabs
     ((128, 128, 48), (2.8, 2.8, 5.0), 0.0),

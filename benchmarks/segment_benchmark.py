@@ -1,0 +1,89 @@
+"""`lungautoseg segment` speed and memory on a full-thorax CT and on the embedded example.
+
+The full-thorax CT is pyradiomics' lung2 (../shared/data) resampled to 512x512x130
+(2.35 mm slices) and written as a DICOM series, the way a planning CT arrives. For each
+input it prints (a) reading the CT alone, (b) `segment` end to end in a fresh process
+(as the Slicer module runs it), its peak RSS, the time per stage, and b/a. Targets on a
+2-core CPU: b <= 10 s, peak RSS <= 2 GB, b/a <= 5. Run:
+    .venv/bin/python benchmarks/segment_benchmark.py [--device cpu|cuda] [--repeat 2]
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom.uid import generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "Testing"))
+
+import thorax_phantom as tp  # noqa: E402
+from LungAutoSegLib.cli import example_ct  # noqa: E402
+from LungAutoSegLib.image_io import read_ct, volume_from_sitk  # noqa: E402
+
+LUNG2 = REPO.parent / "shared" / "data" / "real" / "pyradiomics_lung" / "lung2_image.nrrd"
+
+
+def full_thorax_dicom(folder: Path) -> Path:
+    image = sitk.ReadImage(str(LUNG2))
+    size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
+    new_spacing = [spacing[0], spacing[1], spacing[2] * (size[2] - 1) / 129]
+    resampled = sitk.Resample(image, [int(size[0]), int(size[1]), 130], sitk.Transform(), sitk.sitkLinear,
+                              image.GetOrigin(), new_spacing, image.GetDirection(), -1024, sitk.sitkInt16)
+    tp.write_ct_series(volume_from_sitk(resampled), folder, "BENCH-512", generate_uid())
+    return folder
+
+
+def read_seconds(source: Path, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        read_ct(source)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def segment_run(source: Path, output: Path, device: str) -> tuple[float, float, dict]:
+    """Wall seconds, peak RSS (GB) of the child process, and its report."""
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).with_name("lungautoseg")), "segment", str(source), "-o", str(output),
+                    "--device", device, "--progress", "none", "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # kB on Linux
+    report = json.loads(next(output.glob("*_report.json")).read_text())
+    return seconds, peak_gb, report
+
+
+def bench(label: str, source: Path, work: Path, device: str, repeat: int) -> None:
+    a = read_seconds(source, repeat)
+    runs = [segment_run(source, work / f"out-{label}", device) for _ in range(repeat)]
+    b, peak, report = min(runs, key=lambda run: run[0])
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items())
+    print(f"{label}: {report['ct']['size_ijk']} voxels at {report['ct']['spacing_mm']} mm")
+    print(f"  (a) read CT only:        {a:6.2f} s")
+    print(f"  (b) segment end to end:  {b:6.2f} s  (process start + import included; best of {repeat})")
+    print(f"  peak RSS (max of runs):  {peak:6.2f} GB")
+    print(f"  stages (s, in process):  {stages}")
+    print(f"  b/a:                     {b / a:6.1f}")
+    print(f"  Lung_R {report['structures']['Lung_R']['volume_ml']} ml, Lung_L {report['structures']['Lung_L']['volume_ml']} ml")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
+        bench("full thorax (DICOM)", full_thorax_dicom(work / "dicom"), work, args.device, args.repeat)
+        bench("embedded example (NRRD)", example_ct(), work, args.device, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
