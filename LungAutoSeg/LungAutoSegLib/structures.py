@@ -92,3 +92,20 @@ class AliasTable:
 
     def fingerprint(self) -> str:
         return json.dumps({k: sorted(v) for k, v in sorted(self.aliases.items())})
+
+
+def structure_entries(names: list[str]) -> list[dict]:
+    """Model-package entries (label n = n-th name) with colour and SNOMED codes when known."""
+    entries = []
+    for label, name in enumerate(names, start=1):
+        known = STRUCTURES.get(name)
+        entries.append({
+            "name": name, "label": label,
+            "colour": list(known.colour) if known else [0, 200, 0],
+            "snomed": None if not known else {
+                "category": list(ANATOMICAL_STRUCTURE),
+                "type": list(known.snomed_type),
+                "modifier": list(known.snomed_modifier) if known.snomed_modifier else None,
+            },
+        })
+    return entries

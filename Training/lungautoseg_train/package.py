@@ -8,27 +8,11 @@ from pathlib import Path
 from LungAutoSegLib.inference import DEFAULT_INFERENCE
 from LungAutoSegLib.model_package import MANIFEST_NAME, write_package
 from LungAutoSegLib.preprocess import Preprocessing
-from LungAutoSegLib.structures import STRUCTURES
+from LungAutoSegLib.structures import structure_entries
 
 from .train import inference_settings, load_checkpoint
 
 CARD_NAME = "MODEL_CARD.md"
-
-
-def structure_entries(names: list[str]) -> list[dict]:
-    entries = []
-    for label, name in enumerate(names, start=1):
-        known = STRUCTURES.get(name)
-        entries.append({
-            "name": name, "label": label,
-            "colour": list(known.colour) if known else [0, 200, 0],
-            "snomed": None if not known else {
-                "category": ["SCT", "123037004", "Anatomical Structure"],
-                "type": list(known.snomed_type),
-                "modifier": list(known.snomed_modifier) if known.snomed_modifier else None,
-            },
-        })
-    return entries
 
 
 def manifest_from_checkpoint(state: dict, metrics: dict | None = None, run=None) -> dict:
