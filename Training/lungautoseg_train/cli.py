@@ -48,7 +48,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from .evaluate import run_evaluate
 
-    evaluation = run_evaluate(args.model, args.data, args.out, fold=args.fold, device=args.device,
+    evaluation = run_evaluate(args.model, args.data, args.out, split=args.split, device=args.device,
                               wandb_mode=args.wandb, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{evaluation['model']} on {len({r['case'] for r in evaluation['cases']})} cases "
           f"({evaluation['implementation']}):")
@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a model package on dataset cases, original CT grid")
     evaluate.add_argument("--model", type=Path, required=True, help="model package folder or zip")
     evaluate.add_argument("--data", type=Path, required=True, help="dataset.csv")
-    evaluate.add_argument("--fold", type=int, help="only this fold (default: every case)")
+    evaluate.add_argument("--split", default="all",
+                          help="all (default), a fold number, or a value of the CSV's split column (e.g. test)")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for evaluation.csv and .json")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     evaluate.add_argument("--wandb", choices=wandb_modes)

@@ -32,6 +32,7 @@ class CaseRecord:
     label: Path
     fold: int
     ignore: Path | None = None  # optional "ignore" column: voxels the reference does not score
+    split: str = ""             # optional "split" column, e.g. train / test
 
 
 @dataclass
@@ -59,7 +60,7 @@ def read_dataset(csv_path: str | Path) -> list[CaseRecord]:
             raise InputError(f"case {row['case']}: fold {row['fold']!r} is not an integer", csv_path) from None
         ignore = csv_path.parent / row["ignore"] if row.get("ignore") else None
         records.append(CaseRecord(row["case"], csv_path.parent / row["image"], csv_path.parent / row["label"],
-                                  fold, ignore))
+                                  fold, ignore, row.get("split") or ""))
     return records
 
 

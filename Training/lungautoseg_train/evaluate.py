@@ -26,10 +26,14 @@ from .metrics import IMPLEMENTATION, structure_metrics
 METRICS = ("dice", "hd95_mm", "msd_mm", "surface_dice_2mm", "volume_error_pct", "volume_ml", "reference_volume_ml")
 
 
-def select(records: list[CaseRecord], fold: int | None) -> list[CaseRecord]:
-    chosen = records if fold is None else [r for r in records if r.fold == fold]
+def select(records: list[CaseRecord], split: str = "all") -> list[CaseRecord]:
+    """``all``, a fold number, or a value of the CSV's optional ``split`` column (e.g. ``test``)."""
+    if split == "all":
+        return records
+    chosen = [r for r in records if (split.lstrip("-").isdigit() and r.fold == int(split)) or r.split == split]
     if not chosen:
-        raise InputError(f"no cases in fold {fold}; folds present: {sorted({r.fold for r in records})}")
+        raise InputError(f"no cases in split {split!r}; folds present: {sorted({r.fold for r in records})}, "
+                         f"split values: {sorted({r.split for r in records if r.split}) or 'none'}")
     return chosen
 
 
@@ -108,11 +112,11 @@ def log_evaluation(run, evaluation: dict) -> None:
     run.summary["evaluation/implementation"] = evaluation["implementation"]
 
 
-def run_evaluate(model, data, out, *, fold: int | None = None, device: str = "auto", wandb_mode: str | None = None,
+def run_evaluate(model, data, out, *, split: str = "all", device: str = "auto", wandb_mode: str | None = None,
                  overwrite: bool = False, progress: bool = True) -> dict:
     from . import tracking
 
-    records = select(read_dataset(data), fold)
+    records = select(read_dataset(data), split)
     mode = tracking.resolve_mode(wandb_mode)
     evaluation = evaluate_records(model, records, data, device=device, with_overlays=mode != "disabled",
                                   progress=progress)
@@ -120,7 +124,7 @@ def run_evaluate(model, data, out, *, fold: int | None = None, device: str = "au
     if mode != "disabled":
         config = {"name": f"evaluate-{evaluation['model']}", "wandb": {"project": "lungautoseg", "entity": None,
                                                                       "tags": ["evaluate"]},
-                  "model": evaluation["model"], "data": str(data), "fold": fold}
+                  "model": evaluation["model"], "data": str(data), "split": split}
         run = tracking.start_run(config, mode, None, Path(out), job_type="evaluate")
         log_evaluation(run, evaluation)
         run.finish()
