@@ -1,10 +1,23 @@
-"""LungAutoSeg: Slicer scripted module (thin; all real work is in LungAutoSegLib).
+"""LungAutoSeg: "Segment right lung" in 3D Slicer (thin; the work is in LungAutoSegLib).
 
-At this stage the module registers itself and shows the engine's version; the
-"Segment right lung" widget and logic arrive with the inference engine.
+The Logic writes the CT to a temporary NRRD, runs the engine (`lungautoseg segment`) with
+Slicer's own Python in a child process, follows its JSON-lines progress from a reader
+thread (the UI never freezes; Cancel kills the process tree), and loads the label map
+into a segmentation node on the CT's grid with names, colours and SNOMED terminology.
 """
+import importlib.util
+import json
+import queue
+import shutil
+import threading
+from pathlib import Path
+
 import qt
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+
+STRUCTURE_LABELS = {"Lung_R": "right lung", "Lung_L": "left lung"}
 
 
 class LungAutoSeg(ScriptedLoadableModule):
@@ -14,23 +27,350 @@ class LungAutoSeg(ScriptedLoadableModule):
         self.parent.categories = ["Segmentation"]
         self.parent.contributors = ["LungAutoSeg developers"]
         self.parent.helpText = (
-            "AI auto-contouring of the right lung on radiotherapy planning CT. "
-            "Not clinically validated: every contour must be reviewed."
+            "AI auto-contouring of the lungs on radiotherapy planning CT: choose a CT, click "
+            "<b>Segment right lung</b>, correct the result in the Segment Editor, export RTSTRUCT. "
+            "<b>Not clinically validated</b>: every contour must be reviewed. The bundled model's card "
+            "(training data, leave-one-out scores) is in Resources/Models/*/MODEL_CARD.md."
         )
-        self.parent.acknowledgementText = (
-            "Builds on 3D Slicer, SlicerRT, MONAI, PyTorch, pydicom and rt-utils."
-        )
+        self.parent.acknowledgementText = "Builds on 3D Slicer, SlicerRT, MONAI, PyTorch, pydicom and rt-utils."
 
 
 class LungAutoSegWidget(ScriptedLoadableModuleWidget):
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        from LungAutoSegLib import __version__
+        self.logic = LungAutoSegLogic()
+        widget = slicer.util.loadUI(self.resourcePath("UI/LungAutoSeg.ui"))
+        self.layout.addWidget(widget)
+        self.ui = slicer.util.childWidgetVariables(widget)
+        widget.setMRMLScene(slicer.mrmlScene)
+        self.structureBoxes = {}
+        self.job = None
+        self.ui.deviceSelector.addItems(["Auto", "CPU", "GPU"])
+        self.ui.deviceLabel.text = f"Device ({self.logic.detectedDevice()} detected):"
+        self.refreshModels()
+        self.ui.modelSelector.currentIndexChanged.connect(self.onModelChanged)
+        self.ui.importModelButton.clicked.connect(self.onImportModel)
+        self.ui.applyButton.clicked.connect(self.onApplyOrCancel)
+        self.ui.editButton.clicked.connect(self.onEdit)
+        self.ui.show3DButton.toggled.connect(self.onShow3D)
+        self.ui.exportRtstructButton.clicked.connect(self.onExportRtstruct)
+        for selector in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector):
+            selector.currentNodeChanged.connect(self.saveParameters)
+        self.ui.deviceSelector.currentIndexChanged.connect(self.saveParameters)
+        self.restoreParameters()
+        self.updateButtons()
 
-        label = qt.QLabel(
-            f"LungAutoSeg engine {__version__}: CT and RTSTRUCT I/O are ready; "
-            "segmentation arrives with the inference engine."
-        )
-        label.wordWrap = True
-        self.layout.addWidget(label)
-        self.layout.addStretch(1)
+    # --- models and structures -----------------------------------------------------------
+    def refreshModels(self):
+        self.ui.modelSelector.clear()
+        for folder in self.logic.installedModels():
+            self.ui.modelSelector.addItem(folder.name, str(folder))
+        self.onModelChanged()
+
+    def currentModel(self):
+        data = self.ui.modelSelector.currentData
+        return Path(data) if data else None
+
+    def onModelChanged(self, *_):
+        for box in self.structureBoxes.values():
+            box.deleteLater()
+        self.structureBoxes = {}
+        model = self.currentModel()
+        if model is None:
+            return
+        for structure in self.logic.modelStructures(model):
+            box = qt.QCheckBox(structure["name"])
+            box.checked = structure["name"] == "Lung_R"
+            box.toggled.connect(self.updateButtons)
+            self.ui.structuresFrame.layout().addWidget(box)
+            self.structureBoxes[structure["name"]] = box
+        self.saveParameters()
+        self.updateButtons()
+
+    def chosenStructures(self):
+        return [name for name, box in self.structureBoxes.items() if box.checked]
+
+    def onImportModel(self):
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import model package", "",
+                                              "Model package (*.zip)")
+        if not path:
+            return
+        try:
+            folder = self.logic.importModel(path)
+        except Exception as error:
+            slicer.util.errorDisplay(f"Model not imported: {error}")
+            return
+        self.refreshModels()
+        self.ui.modelSelector.setCurrentIndex(self.ui.modelSelector.findText(folder.name))
+
+    # --- parameter node: a saved scene restores the module's state -----------------------
+    def saveParameters(self, *_):
+        parameters = self.logic.getParameterNode()
+        parameters.SetNodeReferenceID("InputVolume", self.ui.inputVolumeSelector.currentNodeID)
+        parameters.SetNodeReferenceID("OutputSegmentation", self.ui.outputSegmentationSelector.currentNodeID)
+        parameters.SetParameter("Model", self.ui.modelSelector.currentText)
+        parameters.SetParameter("Device", self.ui.deviceSelector.currentText)
+        parameters.SetParameter("Structures", ",".join(self.chosenStructures()))
+        self.updateButtons()
+
+    def restoreParameters(self):
+        parameters = self.logic.getParameterNode()
+        if parameters.GetNodeReference("InputVolume"):
+            self.ui.inputVolumeSelector.setCurrentNode(parameters.GetNodeReference("InputVolume"))
+        if parameters.GetNodeReference("OutputSegmentation"):
+            self.ui.outputSegmentationSelector.setCurrentNode(parameters.GetNodeReference("OutputSegmentation"))
+        for key, selector in (("Model", self.ui.modelSelector), ("Device", self.ui.deviceSelector)):
+            index = selector.findText(parameters.GetParameter(key))
+            if index >= 0:
+                selector.setCurrentIndex(index)
+        saved = [name for name in parameters.GetParameter("Structures").split(",") if name]
+        for name, box in self.structureBoxes.items():
+            box.checked = name in saved if saved else name == "Lung_R"
+
+    # --- apply / cancel ------------------------------------------------------------------
+    def applyLabel(self):
+        names = self.chosenStructures()
+        if len(names) == 1 and names[0] in STRUCTURE_LABELS:
+            return f"Segment {STRUCTURE_LABELS[names[0]]}"
+        if set(names) == {"Lung_R", "Lung_L"}:
+            return "Segment both lungs"
+        return f"Segment {len(names)} structures"
+
+    def updateButtons(self, *_):
+        running = self.job is not None
+        self.ui.applyButton.text = "Cancel" if running else self.applyLabel()
+        self.ui.applyButton.enabled = running or bool(
+            self.ui.inputVolumeSelector.currentNode() and self.currentModel() and self.chosenStructures())
+        result = self.ui.outputSegmentationSelector.currentNode() is not None and not running
+        for button in (self.ui.editButton, self.ui.show3DButton, self.ui.exportRtstructButton):
+            button.enabled = result
+
+    def onApplyOrCancel(self):
+        if self.job is not None:
+            self.job.cancel()
+            return
+        ct = self.ui.inputVolumeSelector.currentNode()
+        output = self.ui.outputSegmentationSelector.currentNode()
+        names = self.chosenStructures()
+        if output is not None and self.logic.wouldReplaceSegments(output, names):
+            if not slicer.util.confirmOkCancelDisplay(
+                    f"{output.GetName()} already has segments named {', '.join(names)}; they may hold your "
+                    "edits. Replace them?"):
+                return
+        if not self.logic.ensureDependencies():
+            return
+        self.ui.logText.clear()
+        self.ui.progressBar.value = 0
+        device = {"Auto": "auto", "CPU": "cpu", "GPU": "cuda"}[self.ui.deviceSelector.currentText]
+        try:
+            self.job = self.logic.segment(ct, self.currentModel(), names, device, output, wait=False,
+                                          onProgress=self.onProgress, onFinished=self.onFinished)
+        except Exception as error:
+            self.showError(str(error))
+        self.updateButtons()
+
+    def onProgress(self, event):
+        self.ui.progressBar.value = int(100 * event.get("fraction", 0))
+        self.ui.statusLabel.text = event.get("message", "")
+        self.ui.logText.appendPlainText(f"{event.get('stage')}: {event.get('message', '')}")
+
+    def onFinished(self, outcome, segmentationNode, log):
+        self.job = None
+        for line in log:
+            self.ui.logText.appendPlainText(line)
+        if outcome["type"] == "error":
+            self.showError(outcome["message"])
+        else:
+            self.ui.outputSegmentationSelector.setCurrentNode(segmentationNode)
+            volumes = ", ".join(f"{k} {v['volume_ml']} ml" for k, v in outcome["structures"].items())
+            self.ui.statusLabel.text = f"Done in {outcome['seconds']['total']:.1f} s: {volumes}"
+        self.updateButtons()
+
+    def showError(self, message):
+        self.ui.statusLabel.text = f"Failed: {message}"
+        self.ui.logText.appendPlainText(f"ERROR: {message}")
+        slicer.util.errorDisplay(message, windowTitle="LungAutoSeg")
+
+    # --- after segmentation --------------------------------------------------------------
+    def onEdit(self):
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(self.ui.outputSegmentationSelector.currentNode())
+        editor.setSourceVolumeNode(self.ui.inputVolumeSelector.currentNode())
+
+    def onShow3D(self, show):
+        node = self.ui.outputSegmentationSelector.currentNode()
+        if show:
+            node.CreateClosedSurfaceRepresentation()
+        else:
+            node.RemoveClosedSurfaceRepresentation()
+
+    def onExportRtstruct(self):
+        """SlicerRT's exporter takes the CT's study with the segmentation: open the export dialog on it."""
+        from DICOMLib import DICOMExportDialog
+
+        hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
+        study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(self.ui.inputVolumeSelector.currentNode()))
+        self.exportDialog = DICOMExportDialog(study)
+        self.exportDialog.open()
+
+
+class LungAutoSegLogic(ScriptedLoadableModuleLogic):
+    """Runs the engine; ``segment(..., wait=True)`` is the synchronous path for scripts and the self-test."""
+
+    def modelFolders(self):
+        bundled = Path(__file__).resolve().parent / "Resources" / "Models"
+        user = Path(slicer.app.slicerUserSettingsFilePath).parent / "LungAutoSeg" / "models"  # survives upgrades
+        return bundled, user
+
+    def installedModels(self):
+        return [p for folder in self.modelFolders() if folder.is_dir()
+                for p in sorted(folder.iterdir()) if (p / "manifest.json").is_file()]
+
+    def modelStructures(self, model):
+        from LungAutoSegLib.model_package import load_package
+
+        return load_package(model).structures
+
+    def importModel(self, zipPath):
+        """Verify a package zip (schema, checksum, safe paths) and install it into the user folder."""
+        from LungAutoSegLib.model_package import load_package
+
+        package = load_package(zipPath)
+        target = self.modelFolders()[1] / package.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(package.root, target)
+        return load_package(target).root
+
+    def detectedDevice(self):
+        try:
+            import torch
+        except ImportError:
+            return "PyTorch not installed"
+        return f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
+
+    def ensureDependencies(self):
+        """torch through the PyTorch extension, MONAI and the rest with pip, after asking."""
+        if importlib.util.find_spec("torch") is None:
+            import PyTorchUtils
+
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+                return False
+        missing = []
+        for module, requirement in (("monai", "monai>=1.5,<1.7"), ("safetensors", "safetensors>=0.4"),
+                                    ("rt_utils", "rt-utils==1.2.7"), ("tqdm", "tqdm")):
+            if importlib.util.find_spec(module) is None:
+                missing.append(requirement)
+        if missing:
+            if not slicer.util.confirmOkCancelDisplay(f"LungAutoSeg needs {', '.join(missing)}. Install now?"):
+                return False
+            for requirement in missing:
+                slicer.util.pip_install(requirement + (" --no-deps" if requirement.startswith("rt-utils") else ""))
+        return True
+
+    def wouldReplaceSegments(self, segmentationNode, names):
+        segmentation = segmentationNode.GetSegmentation()
+        return any(segmentation.GetSegmentIdBySegmentName(name) for name in names)
+
+    def segment(self, ctNode, model, structures, device="auto", outputSegmentationNode=None, wait=False,
+                onProgress=None, onFinished=None):
+        from LungAutoSegLib.engine_process import EngineJob
+
+        job = EngineJob(python=shutil.which("PythonSlicer") or slicer.app.slicerHome + "/bin/PythonSlicer")
+        slicer.util.exportNode(ctNode, str(job.input), {"useCompression": 0})
+        command = job.command(model=model, structures=structures, device=device)
+        job.start(command)
+        if wait:
+            outcome = job.follow(onProgress)
+            node = self._load(outcome, ctNode, outputSegmentationNode)
+            job.cleanup()
+            if outcome["type"] == "error":
+                raise RuntimeError(outcome["message"])
+            return node
+        events = queue.Queue()
+        threading.Thread(target=lambda: events.put(("done", job.follow(lambda e: events.put(("event", e))))),
+                         daemon=True).start()
+        timer = qt.QTimer()
+        timer.setInterval(100)
+
+        def poll():
+            while not events.empty():
+                kind, payload = events.get()
+                if kind == "event" and onProgress:
+                    onProgress(payload)
+                elif kind == "done":
+                    timer.stop()
+                    node = None
+                    try:
+                        node = self._load(payload, ctNode, outputSegmentationNode)
+                    except Exception as error:
+                        payload = {"type": "error", "message": str(error)}
+                    job.cleanup()
+                    if onFinished:
+                        onFinished(payload, node, job.log)
+
+        timer.timeout.connect(poll)
+        timer.start()
+        job.timer = timer  # kept alive with the job
+        return job
+
+    def _load(self, outcome, ctNode, segmentationNode):
+        """The engine's label map into a segmentation node on the CT's grid, under the CT's study."""
+        if outcome["type"] != "result":
+            return None
+        from LungAutoSegLib.image_io import read_volume
+        from LungAutoSegLib.model_package import load_package
+        from LungAutoSegLib.mrml_bridge import labels_to_segmentation_node
+
+        labels = read_volume(outcome["outputs"]["labels"])
+        report = json.loads(Path(outcome["report"]).read_text())
+        package = load_package(self.packageFor(report))
+        chosen = [s for s in package.structures if s["name"] in outcome["structures"]]
+        if segmentationNode is None:
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                                  f"{ctNode.GetName()} LungAutoSeg")
+            segmentationNode.CreateDefaultDisplayNodes()
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(ctNode)
+        labels_to_segmentation_node(labels, chosen, segmentationNode)
+        hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
+        hierarchy.SetItemParent(hierarchy.GetItemByDataNode(segmentationNode),
+                                hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ctNode)))
+        return segmentationNode
+
+    def packageFor(self, report):
+        name = f"{report['model']}-{report['version']}"
+        return next(p for p in self.installedModels() if p.name == name)
+
+
+class LungAutoSegTest(ScriptedLoadableModuleTest):
+    """Inside Slicer: the embedded example CT, the bundled model, Lung_R on the patient's right."""
+
+    def runTest(self):
+        slicer.mrmlScene.Clear()
+        self.test_right_lung_lies_on_the_right()
+
+    def test_right_lung_lies_on_the_right(self):
+        import numpy as np
+
+        example = Path(__file__).resolve().parent / "Resources" / "Example" / "lung2_example.nrrd"
+        ct = slicer.util.loadVolume(str(example))
+        logic = LungAutoSegLogic()
+        node = logic.segment(ct, logic.installedModels()[0], ["Lung_R"], "cpu", wait=True)
+        segmentation = node.GetSegmentation()
+        self.assertEqual(segmentation.GetNthSegment(0).GetName(), "Lung_R")
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentation.GetSegmentIdBySegmentName("Lung_R"), ct)
+        ijk = np.argwhere(mask).mean(axis=0)[::-1]
+        matrix = slicer.util.arrayFromVTKMatrix(_ijkToRas(ct))
+        centre_ras = matrix[:3, :3] @ ijk + matrix[:3, 3]
+        self.assertGreater(centre_ras[0], 40)  # RAS: the patient's right is +x
+        self.assertGreater(mask.sum() * np.prod(ct.GetSpacing()) / 1000, 1000)  # ml: a whole lung
+
+
+def _ijkToRas(volumeNode):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return matrix
