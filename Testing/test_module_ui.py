@@ -55,3 +55,15 @@ def test_the_module_defines_module_widget_logic_and_test_classes():
     assert classes["LungAutoSegLogic"] == ["ScriptedLoadableModuleLogic"]
     assert classes["LungAutoSegTest"] == ["ScriptedLoadableModuleTest"]
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in (MODULE / "CMakeLists.txt").read_text()
+
+
+def test_the_extension_index_draft_matches_the_cmake_metadata():
+    import json
+
+    entry = json.loads((REPO / ".extension-index" / "LungAutoSeg.json").read_text())
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert set(entry) <= {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision",
+                          "scm_type", "scm_url", "tier"}  # the schema allows no other property
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    assert f'set(EXTENSION_CATEGORY "{entry["category"]}")' in cmake
+    assert f'set(EXTENSION_DEPENDS "{" ".join(entry["build_dependencies"])}")' in cmake
