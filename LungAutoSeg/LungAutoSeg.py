@@ -7,6 +7,7 @@ into a segmentation node on the CT's grid with names, colours and SNOMED termino
 """
 import importlib.util
 import json
+import os
 import queue
 import shutil
 import threading
@@ -281,7 +282,10 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         job = EngineJob(python=shutil.which("PythonSlicer") or slicer.app.slicerHome + "/bin/PythonSlicer")
         slicer.util.exportNode(ctNode, str(job.input), {"useCompression": 0})
         command = job.command(model=model, structures=structures, device=device)
-        job.start(command)
+        moduleFolder = str(Path(__file__).resolve().parent)  # PythonSlicer does not see module paths
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [moduleFolder,
+                                                                            os.environ.get("PYTHONPATH")])))
+        job.start(command, environment)
         if wait:
             outcome = job.follow(onProgress)
             node = self._load(outcome, ctNode, outputSegmentationNode)
