@@ -23,7 +23,7 @@ def test_the_bundled_package_is_verified_small_and_described(package):
     assert right["name"] == "Lung_R" and right["label"] == 1
     assert right["snomed"]["type"][1] == "39607008" and right["snomed"]["modifier"][1] == "24028007"
     card = (package.root / "MODEL_CARD.md").read_text()
-    assert "not clinically validated" in card.lower() and "leave-one-out" in card.lower()
+    assert "not clinically validated" in card.lower() and "leave one real case out" in card.lower()
 
 
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))
@@ -45,4 +45,6 @@ def test_on_a_real_ct_the_lungs_match_the_reference(package):
     assert result.labels.array.shape == ct.array.shape
     assert dice((result.labels.array == 1) & ~ignore, reference & ~ignore) >= 0.9  # a training case: a sanity check
     assert result.probabilities.shape == (2, *ct.array.shape)
-    assert np.all(result.probabilities[0][result.labels.array == 1] >= 0.3)
+    right_probability = result.probabilities[0]
+    assert right_probability[result.labels.array == 1].mean() > 0.8
+    assert right_probability[result.labels.array == 2].mean() < 0.1

@@ -10,6 +10,12 @@ from pathlib import Path
 from .errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, suffix: str = ""):
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
@@ -22,6 +28,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, suffix: str 
         raise InputError("exists already (use --overwrite to replace it)", path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets normal permissions
     try:
         yield Path(temporary)
         os.replace(temporary, path)
@@ -38,6 +45,7 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False):
         raise InputError("exists already (use --overwrite to replace it)", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield staging
         if path.exists():  # a folder cannot be replaced in one step: move the old one aside first
