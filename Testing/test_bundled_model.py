@@ -1,7 +1,6 @@
 """The bundled lungs model: verified on load, small, honest card, and right on the patient's right."""
 import json
 
-import numpy as np
 import pytest
 
 from conftest import GEOMETRIES, dice, make_phantom, shared_data
