@@ -105,9 +105,8 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
         ct = read_ct(source)
     timings["read"] = round(time.perf_counter() - lap, 3)
 
-    stages = {"load_model": 0.1, "preprocess": 0.2, "inference": 0.7, "postprocess": 0.75, "resample": 0.8}
-    result = segment(ct, package, device=device,
-                     progress=lambda stage, _: progress.stage(stage, stages.get(stage, 0.8), f"{stage} done"))
+    result = segment(ct, package, device=device,  # segment's own fractions, scaled into 0.05..0.85
+                     progress=lambda stage, done: progress.stage(stage, 0.05 + 0.8 * done, f"{stage} done"))
     timings.update(result.timings)
     labels = _keep(result.labels, chosen)
 

@@ -295,12 +295,12 @@ class Trainer:
     def _overlays(self) -> dict:
         import wandb
         from LungAutoSegLib.overlay import overlay_panel
-        from LungAutoSegLib.structures import STRUCTURES
+        from LungAutoSegLib.structures import structure_entries
         from LungAutoSegLib.volume import Volume
 
         settings = Preprocessing.from_dict(self.config["preprocessing"])
         low, high = settings.hu_window
-        colours = [STRUCTURES[name].colour if name in STRUCTURES else (0, 255, 0) for name in self.structures]
+        colours = [s["colour"] for s in structure_entries(self.structures)]
         images = []
         for case in self.validation_cases[: self.config["validation"]["image_cases"]]:
             if case.case not in self.predictions:  # validated by another rank
