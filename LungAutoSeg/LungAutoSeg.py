@@ -6,7 +6,6 @@ thread (the UI never freezes; Cancel kills the process tree), and loads the labe
 into a segmentation node on the CT's grid with names, colours and SNOMED terminology.
 """
 import importlib.util
-import json
 import os
 import queue
 import shutil
@@ -288,7 +287,7 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         job.start(command, environment)
         if wait:
             outcome = job.follow(onProgress)
-            node = self._load(outcome, ctNode, outputSegmentationNode)
+            node = self._load(outcome, ctNode, outputSegmentationNode, model)
             job.cleanup()
             if outcome["type"] == "error":
                 raise RuntimeError(outcome["message"])
@@ -308,7 +307,7 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
                     timer.stop()
                     node = None
                     try:
-                        node = self._load(payload, ctNode, outputSegmentationNode)
+                        node = self._load(payload, ctNode, outputSegmentationNode, model)
                     except Exception as error:
                         payload = {"type": "error", "message": str(error)}
                     job.cleanup()
@@ -320,7 +319,7 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         job.timer = timer  # kept alive with the job
         return job
 
-    def _load(self, outcome, ctNode, segmentationNode):
+    def _load(self, outcome, ctNode, segmentationNode, model):
         """The engine's label map into a segmentation node on the CT's grid, under the CT's study."""
         if outcome["type"] != "result":
             return None
@@ -329,8 +328,7 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         from LungAutoSegLib.mrml_bridge import labels_to_segmentation_node
 
         labels = read_volume(outcome["outputs"]["labels"])
-        report = json.loads(Path(outcome["report"]).read_text())
-        package = load_package(self.packageFor(report))
+        package = load_package(model)
         chosen = [s for s in package.structures if s["name"] in outcome["structures"]]
         if segmentationNode is None:
             segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
@@ -342,10 +340,6 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         hierarchy.SetItemParent(hierarchy.GetItemByDataNode(segmentationNode),
                                 hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ctNode)))
         return segmentationNode
-
-    def packageFor(self, report):
-        name = f"{report['model']}-{report['version']}"
-        return next(p for p in self.installedModels() if p.name == name)
 
 
 class LungAutoSegTest(ScriptedLoadableModuleTest):

@@ -43,7 +43,7 @@ def _segment(args) -> int:
     source = example_ct() if args.example else args.input
     if source is None:
         raise InputError("name an INPUT (DICOM folder, NRRD, NIfTI or MHA), or use --example")
-    output = args.output or (Path("lungautoseg-example") if args.example else Path(f"{output_dir_name(source)}"))
+    output = args.output or (Path("lungautoseg-example") if args.example else Path(output_dir_name(source)))
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
     try:
         report = run_segment(source, output, model=args.model, structures=structures, device=args.device,

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .image_io import VOLUME_SUFFIXES, read_ct, write_volume
-from .model_package import load_package, sha256_of
+from .model_package import load_package
 from .progress import Progress
 from .volume import Volume
 
@@ -114,7 +114,7 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
     lap = time.perf_counter()
     report = {
         "input": str(source), "model": package.manifest["name"], "version": package.manifest["version"],
-        "weights_sha256": sha256_of(package.weights_path), "device": result.device,
+        "weights_sha256": package.manifest["weights"]["sha256"], "device": result.device,
         "ct": {"size_ijk": list(ct.shape_ijk), "spacing_mm": [round(float(s), 4) for s in ct.spacing]},
         "structures": {s["name"]: _structure_report(labels, s) for s in chosen},
         "warnings": ct.warnings, "outputs": {key: str(path) for key, path in planned.items()},
