@@ -9,7 +9,7 @@ import torch
 
 from conftest import GEOMETRIES, dice, make_phantom
 from LungAutoSegLib.errors import InputError
-from LungAutoSegLib.inference import probabilities_to_masks
+from LungAutoSegLib.inference import probabilities_to_masks, window_size
 from LungAutoSegLib.model_package import load_package, write_package
 from LungAutoSegLib.networks import build_network
 from LungAutoSegLib.preprocess import Preprocessing, image_to_model, labels_to_model, masks_to_ct, model_grid
@@ -63,11 +63,18 @@ def test_postprocessing_keeps_the_largest_component_and_fills_holes():
     assert mask.sum() == 1000 and mask[6, 6, 6] and not mask[16, 16, 16]
 
 
+def test_the_window_is_the_whole_image_up_to_the_largest_and_the_training_patch_for_a_slab():
+    patch, largest = [96, 96, 64], [208, 208, 160]   # (i, j, k); shapes and windows are (k, j, i)
+    assert window_size((122, 129, 129), patch, largest, 16) == (128, 144, 144)  # one window
+    assert window_size((300, 250, 230), patch, largest, 16) == (160, 208, 208)  # sliding
+    assert window_size((6, 140, 140), patch, largest, 16) == (64, 96, 96)       # a thin slab
+
+
 @pytest.fixture
 def package(tmp_path):
     manifest = {"name": "tiny", "version": "0.0.1", "description": "test",
                 "structures": [{"name": "Lung_R", "label": 1, "colour": [80, 160, 220]}],
-                "network": TINY, "preprocessing": SETTINGS.to_dict(), "inference": {"patch_size": [32, 32, 32]}}
+                "network": TINY, "preprocessing": SETTINGS.to_dict(), "inference": {"patch_size": [32, 32, 32], "window": [32, 32, 32]}}
     network = build_network(TINY, out_channels=2)
     return write_package(tmp_path / "models", manifest, network.state_dict()), network
 

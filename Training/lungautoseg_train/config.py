@@ -34,7 +34,8 @@ DEFAULTS: dict = {
     "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-5},
     "schedule": {"name": "cosine", "warmup_steps": 0},  # cosine | poly | constant, stepped per step
     "epochs": 100,
-    "validation": {"interval": 1, "overlap": 0.25, "images_every": 5, "image_cases": 3},
+    # window: the largest sliding window (i, j, k) at validation, packaged for inference
+    "validation": {"interval": 1, "window": [208, 208, 160], "overlap": 0.25, "images_every": 5, "image_cases": 3},
     "early_stop_patience": None,          # validations without improvement before stopping
     "augmentation": {
         "rotate_degrees": 10.0, "scale": 0.1, "probability": 0.5,
@@ -124,9 +125,9 @@ def _validate(config: dict) -> None:
     if not config["data"]["structures"]:
         raise InputError("config data.structures must name at least one structure")
     factor = downsampling_factor(config["network"])
-    patch = config["patch_size"]
-    if len(patch) != 3 or any(int(n) % factor or int(n) <= 0 for n in patch):
-        raise InputError(f"patch_size {patch} must be 3 positive multiples of {factor} for this network")
+    for key, size in (("patch_size", config["patch_size"]), ("validation.window", config["validation"]["window"])):
+        if len(size) != 3 or any(int(n) % factor or int(n) <= 0 for n in size):
+            raise InputError(f"{key} {size} must be 3 positive multiples of {factor} for this network")
     if config["loss"] not in ("dice_ce", "dice", "ce"):
         raise InputError(f"unknown loss {config['loss']!r} (dice_ce, dice or ce)")
     if config["optimizer"]["name"] not in ("adamw", "adam", "sgd"):

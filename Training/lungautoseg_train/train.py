@@ -22,7 +22,7 @@ from tqdm import tqdm
 from LungAutoSegLib.atomic import atomic_path
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.inference import predict_probabilities, probabilities_to_masks
-from LungAutoSegLib.networks import build_network
+from LungAutoSegLib.networks import build_network, downsampling_factor
 from LungAutoSegLib.preprocess import Preprocessing
 
 from . import tracking
@@ -67,7 +67,8 @@ class Distributed:
 
 
 def inference_settings(config: dict) -> dict:
-    return {"patch_size": config["patch_size"], "overlap": config["validation"]["overlap"]}
+    return {"patch_size": config["patch_size"], "window": config["validation"]["window"],
+            "overlap": config["validation"]["overlap"]}
 
 
 def _loss(name: str):
@@ -124,7 +125,8 @@ def validate(network, cases, config: dict, device) -> tuple[list[list[float]], d
     """Per case and structure Dice on the model grid after argmax + postprocessing, and the masks."""
     scores, predictions = [], {}
     for case in cases:
-        probabilities = predict_probabilities(network, case.image, inference_settings(config), str(device))
+        probabilities = predict_probabilities(network, case.image, inference_settings(config), str(device),
+                                              downsampling_factor(config["network"]))
         masks = probabilities_to_masks(probabilities)
         scores.append([dice(mask, case.label == n) for n, mask in enumerate(masks, start=1)])
         predictions[case.case] = masks
