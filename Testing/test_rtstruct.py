@@ -83,6 +83,13 @@ def test_project_masks_round_trip_in_every_geometry(tmp_path, geometry):
     assert referenced == set(ct.sop_uids)
     assert [r.ROIName for r in rs.StructureSetROISequence] == list(masks)
     assert list(rs.ROIContourSequence[0].ROIDisplayColor) == [80, 160, 220]
+    contours = [c for roi in rs.ROIContourSequence for c in roi.ContourSequence]
+    assert max(len(str(value)) for c in contours for value in c.ContourData) <= 16  # DICOM's DS limit
+    normal = ct.volume.ijk_to_lps[:3, 2] / np.linalg.norm(ct.volume.ijk_to_lps[:3, 2])
+    plane_of = {d.SOPInstanceUID: float(np.dot(d.ImagePositionPatient, normal)) for d in ct.datasets}
+    for c in contours:  # each contour names the slice it lies on
+        heights = np.reshape(np.asarray(c.ContourData, float), (-1, 3)) @ normal
+        assert np.allclose(heights, plane_of[c.ContourImageSequence[0].ReferencedSOPInstanceUID], atol=0.01)
 
 
 def test_contours_without_image_references_are_placed_by_geometry(tmp_path):

@@ -3,6 +3,12 @@
 The border between rt-utils' mask layout ``mask[row, column, slice]`` and the
 project's ``array[k, j, i]`` is here and nowhere else. Both sort slices by position
 along the slice normal, so slice n of one is slice n of the other.
+
+Writing takes rt-utils' structure set, ROI and observation datasets but traces the
+contours itself, with the same OpenCV call (outer and hole contours, simple chain
+approximation): rt-utils writes coordinates at full float precision, 17-18 characters,
+over the 16 that DICOM allows a DS value, and walks the mask across its slowest axis
+(4.3 s for two lungs on a 512x512x130 CT; 0.9 s here).
 """
 from __future__ import annotations
 
@@ -11,19 +17,19 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from rt_utils import RTStruct, RTStructBuilder, ds_helper
+from rt_utils.utils import ROIData
 
 from . import rtutils_fixes
 from .atomic import atomic_path
 from .dicom_io import DicomCT
 from .errors import InputError
 from .structures import STRUCTURES
-
-
-def to_rtutils_mask(mask_kji: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(mask_kji, (1, 2, 0)), dtype=bool)
 
 
 def from_rtutils_mask(mask_rcs: np.ndarray) -> np.ndarray:
@@ -102,12 +108,43 @@ def write_rtstruct(
         if mask.shape != ct.volume.array.shape:
             raise ValueError(f"mask {name} has shape {mask.shape}, the CT {ct.volume.array.shape}")
         known = STRUCTURES.get(name)
-        rtstruct.add_roi(
-            mask=to_rtutils_mask(mask),
-            name=name,
-            color=list(known.colour) if known else None,
-            roi_generation_algorithm=generation_algorithm,
-        )
+        roi = ROIData(mask=None, color=list(known.colour) if known else None, name=name,
+                      number=len(rtstruct.ds.StructureSetROISequence) + 1,
+                      frame_of_reference_uid=rtstruct.frame_of_reference_uid,
+                      roi_generation_algorithm=generation_algorithm)
+        roi_contour = Dataset()
+        roi_contour.ROIDisplayColor = roi.color
+        roi_contour.ContourSequence = contour_sequence(ct, mask)
+        roi_contour.ReferencedROINumber = roi.number
+        rtstruct.ds.ROIContourSequence.append(roi_contour)
+        rtstruct.ds.StructureSetROISequence.append(ds_helper.create_structure_set_roi(roi))
+        rtstruct.ds.RTROIObservationsSequence.append(ds_helper.create_rtroi_observation(roi))
     with atomic_path(path, overwrite=overwrite) as temporary:
         rtstruct.ds.save_as(temporary)
     return path
+
+
+def contour_sequence(ct: DicomCT, mask: np.ndarray) -> Sequence:
+    """Closed planar contours in LPS mm of ``mask`` (``array[k, j, i]``), slice by slice."""
+    ijk_to_lps = ct.volume.ijk_to_lps
+    contours = Sequence()
+    with pydicom.config.disable_value_validation():  # DS strings formatted below, valid by construction
+        for k in np.flatnonzero(mask.any(axis=(1, 2))):
+            traced, _ = cv2.findContours(mask[k].astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+            for points in traced:  # (x, y) = (column i, row j)
+                ij = points.reshape(-1, 2).astype(np.float64)
+                lps = ij @ ijk_to_lps[:3, :2].T + (k * ijk_to_lps[:3, 2] + ijk_to_lps[:3, 3])
+                contours.append(_contour(ct.datasets[k], lps))
+    return contours
+
+
+def _contour(ct_slice: Dataset, lps: np.ndarray) -> Dataset:
+    image = Dataset()
+    image.ReferencedSOPClassUID = ct_slice.SOPClassUID
+    image.ReferencedSOPInstanceUID = ct_slice.SOPInstanceUID
+    contour = Dataset()
+    contour.ContourImageSequence = Sequence([image])
+    contour.ContourGeometricType = "CLOSED_PLANAR"
+    contour.NumberOfContourPoints = len(lps)
+    contour.ContourData = [f"{value:.4f}" for value in lps.ravel()]  # 0.1 um; at most 11 characters
+    return contour
