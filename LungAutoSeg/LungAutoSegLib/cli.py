@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -123,5 +124,13 @@ def main(argv=None) -> int:
         return 2
 
 
+def run() -> None:
+    """The console script (and ``python -m``): ``main``, then exit without the final garbage
+    collections, which walk torch's ~165k objects for 0.7 s after the work is done."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -15,7 +15,7 @@ from .errors import InputError
 from .model_package import ModelPackage
 from .networks import downsampling_factor
 from .preprocess import image_to_model, masks_to_ct, resample
-from .volume import Volume
+from .volume import Volume, bounding_box
 
 # "patch_size" and "window": the training patch and the largest sliding window (voxels along
 # i, j, k; multiples of the network's downsampling factor). An image at least as large as the
@@ -69,16 +69,34 @@ def predict_probabilities(network, image: np.ndarray, inference: dict, device: s
     """Softmax probabilities (classes, k, j, i) of one preprocessed image, sliding window.
     ``multiple``: the network's downsampling factor (``networks.downsampling_factor``)."""
     import torch
-    from monai.inferers import sliding_window_inference
 
     settings = {**DEFAULT_INFERENCE, **inference}
     roi_size = window_size(image.shape, settings["patch_size"], settings["window"], multiple)
     tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
     with torch.inference_mode():
-        logits = sliding_window_inference(tensor, roi_size, sw_batch_size=1, predictor=network,
-                                          overlap=float(settings["overlap"]), mode=settings["blend"],
-                                          padding_mode=settings["padding"])
+        if all(r >= n for r, n in zip(roi_size, image.shape)):
+            logits = _one_window(network, tensor, roi_size, settings["padding"])
+        else:
+            from monai.inferers import sliding_window_inference
+
+            logits = sliding_window_inference(tensor, roi_size, sw_batch_size=1, predictor=network,
+                                              overlap=float(settings["overlap"]), mode=settings["blend"],
+                                              padding_mode=settings["padding"])
         return torch.softmax(logits.float(), dim=1)[0]
+
+
+def _one_window(network, tensor, roi_size, padding: str):
+    """What MONAI's sliding window gives when one window covers the image (the image padded
+    evenly on both sides, the prediction cropped back), without importing MONAI."""
+    import torch.nn.functional as F
+
+    pad, crop = [], []
+    for n, r in zip(reversed(tensor.shape[2:]), reversed(roi_size)):  # F.pad wants the last axis first
+        before = (r - n) // 2
+        pad += [before, r - n - before]
+        crop.insert(0, slice(before, before + n))
+    padded = F.pad(tensor, pad, mode=padding) if any(pad) else tensor
+    return network(padded)[(slice(None), slice(None), *crop)]
 
 
 def probabilities_to_masks(probabilities, postprocessing: dict | None = None) -> np.ndarray:
@@ -98,6 +116,22 @@ def _clean(mask: np.ndarray, largest_component: bool, fill_holes: bool) -> np.nd
     if fill_holes:
         image = sitk.BinaryFillhole(image, fullyConnected=False, foregroundValue=1)
     return sitk.GetArrayFromImage(image).astype(bool)
+
+
+def tidy_on_ct(labels: np.ndarray, count: int, postprocessing: dict | None = None) -> np.ndarray:
+    """The postprocessing once more on the CT grid, in place, inside each structure's box:
+    interpolating a one-piece mask can leave specks (five of 4-7 voxels beside a 2.3 l lung)."""
+    steps = {**DEFAULT_INFERENCE["postprocessing"], **(postprocessing or {})}
+    for value in range(1, count + 1):
+        box = bounding_box(labels == value)
+        if box is None:
+            continue
+        block = labels[box]  # a view: changes land in labels
+        mine = block == value
+        kept = _clean(mine, **steps)
+        block[mine & ~kept] = 0
+        block[kept & (block == 0)] = value
+    return labels
 
 
 def segment(ct: Volume, package: ModelPackage, *, device: str = "auto", network=None,
@@ -124,7 +158,7 @@ def segment(ct: Volume, package: ModelPackage, *, device: str = "auto", network=
     lap("inference", 0.8)
     masks = probabilities_to_masks(probabilities, package.inference.get("postprocessing"))
     lap("postprocess", 0.85)
-    labels = ct.with_array(masks_to_ct(masks, grid, ct))
+    labels = ct.with_array(tidy_on_ct(masks_to_ct(masks, grid, ct), len(masks), package.inference.get("postprocessing")))
     on_ct = None
     if with_probabilities:
         channels = probabilities[1:].cpu().numpy()

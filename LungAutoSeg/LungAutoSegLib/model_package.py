@@ -71,7 +71,7 @@ class ModelPackage:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        network = build_network(self.manifest["network"], out_channels=len(self.structures) + 1)
+        network = build_network(self.manifest["network"], out_channels=len(self.structures) + 1, for_inference=True)
         try:
             state = load_file(str(self.weights_path), device=str(device))
             network.load_state_dict(state, strict=True)

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_path
 from .image_io import volume_to_sitk
-from .volume import Volume
+from .volume import Volume, bounding_box
 
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -39,10 +39,9 @@ def write_seg_nrrd(labels: Volume, structures: list[dict], path: str | os.PathLi
     image.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
     for index, structure in enumerate(structures):
         value = int(structure["label"])
-        found = np.argwhere(labels.array == value)
-        if len(found):  # Slicer's extent: i_min i_max j_min j_max k_min k_max
-            low, high = found.min(axis=0)[::-1], found.max(axis=0)[::-1]
-            extent = " ".join(f"{a} {b}" for a, b in zip(low, high))
+        box = bounding_box(labels.array == value)
+        if box:  # Slicer's extent: i_min i_max j_min j_max k_min k_max
+            extent = " ".join(f"{b.start} {b.stop - 1}" for b in reversed(box))
         else:
             extent = "0 -1 0 -1 0 -1"
         fields = {

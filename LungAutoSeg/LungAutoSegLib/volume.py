@@ -85,6 +85,18 @@ class Volume:
         return self.ijk_to_lps[:3, :3] @ ijk + self.ijk_to_lps[:3, 3]
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest block (one slice per axis) holding every True voxel; None when empty.
+    From projections, not np.argwhere: a lung on a 512x512 CT is millions of voxels."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(present):
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
 def affine_from_itk(spacing, origin, direction) -> np.ndarray:
     affine = np.eye(4)
     affine[:3, :3] = np.asarray(direction, dtype=np.float64).reshape(3, 3) * np.asarray(

@@ -20,6 +20,7 @@ import torch
 from LungAutoSegLib.atomic import atomic_path
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.image_io import read_volume
+from LungAutoSegLib.preprocess import REVISION as PREPROCESSING_REVISION
 from LungAutoSegLib.preprocess import Preprocessing, image_to_model, labels_to_model
 
 REPORT_NAME = "export_report.json"
@@ -105,7 +106,7 @@ def prepare_case(record: CaseRecord, settings: Preprocessing, values: list[int],
         if not path.is_file():
             raise InputError(f"case {record.case}: file listed in the dataset CSV is missing", path)
     key = hashlib.sha256(json.dumps([_file_key(record.image), _file_key(record.label),
-                                     settings.to_dict(), values]).encode()).hexdigest()[:16]
+                                     settings.to_dict(), values, PREPROCESSING_REVISION]).encode()).hexdigest()[:16]
     entry = cache_dir / f"{record.case}-{key}.npz"
     try:
         with np.load(entry) as stored:
