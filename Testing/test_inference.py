@@ -9,7 +9,7 @@ import torch
 
 from conftest import GEOMETRIES, dice, make_phantom
 from LungAutoSegLib.errors import InputError
-from LungAutoSegLib.inference import predict_probabilities, probabilities_to_masks, window_size
+from LungAutoSegLib.inference import predict_probabilities, probabilities_to_masks, tidy_on_ct, window_size
 from LungAutoSegLib.model_package import load_package, write_package
 from LungAutoSegLib.networks import build_network
 from LungAutoSegLib.preprocess import (Preprocessing, image_to_model, labels_to_model, masks_to_ct, model_grid,
@@ -73,6 +73,18 @@ def test_masks_resampled_only_where_they_reach_equal_masks_resampled_everywhere(
     everywhere = np.stack([resample(grid.with_array(m.astype(np.float32)), phantom.ct) for m in masks])
     expected = np.where(everywhere.max(axis=0) > 0.5, everywhere.argmax(axis=0) + 1, 0)
     assert np.array_equal(masks_to_ct(masks, grid, phantom.ct), expected)
+
+
+def test_specks_left_by_interpolation_are_removed_on_the_ct_grid():
+    labels = np.zeros((30, 40, 50), np.uint8)
+    labels[5:20, 5:20, 5:20] = 1
+    labels[25, 35, 45] = 1                   # a speck of structure 1
+    labels[5:20, 25:35, 5:20] = 2
+    labels[2, 30, 2] = 2                     # a speck of structure 2
+    tidy = tidy_on_ct(labels.copy(), 2)
+    assert (tidy == 1).sum() == 15 ** 3 and (tidy == 2).sum() == 15 * 10 * 15
+    assert tidy[25, 35, 45] == 0 and tidy[2, 30, 2] == 0
+    assert np.array_equal(tidy_on_ct(labels.copy(), 2, {"largest_component": False}), labels)
 
 
 def test_the_window_is_the_whole_image_up_to_the_largest_and_the_training_patch_for_a_slab():
@@ -183,3 +195,20 @@ def test_a_zip_that_would_write_outside_its_folder_is_refused(tmp_path):
     with pytest.raises(InputError, match="outside the package"):
         load_package(archive)
     assert not (tmp_path / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize("geometry", ["x_flipped", "oblique"])
+def test_the_preview_shows_the_right_lung_on_the_pictures_left_in_axial_and_coronal(geometry):
+    from LungAutoSegLib.overlay import overlay_panel
+
+    phantom = make_phantom(4, geometry)
+    labels = np.zeros(phantom.ct.array.shape, np.uint8)
+    labels[phantom.masks["Lung_R"]], labels[phantom.masks["Lung_L"]] = 1, 2
+    picture = overlay_panel(phantom.ct, phantom.ct.with_array(labels), [(255, 0, 0), (0, 0, 255)]).astype(int)
+    red = (picture[..., 0] - picture[..., 2]) > 60   # Lung_R tinted red, Lung_L blue
+    blue = (picture[..., 2] - picture[..., 0]) > 60
+    width = model_grid(phantom.ct, (2.0, 2.0, 2.0)).shape_ijk[0]  # axial, then coronal, each `width` wide
+    for view in (slice(0, width), slice(width + 4, 2 * width + 4)):
+        columns_red, columns_blue = np.nonzero(red[:, view])[1], np.nonzero(blue[:, view])[1]
+        assert len(columns_red) > 50 and len(columns_blue) > 50
+        assert columns_red.mean() < width / 2 < columns_blue.mean()

@@ -3,8 +3,10 @@
 The full-thorax CT is pyradiomics' lung2 (../shared/data) resampled to 512x512x130
 (2.35 mm slices) and written as a DICOM series, the way a planning CT arrives. For each
 input it prints (a) reading the CT alone, (b) `segment` end to end in a fresh process
-(as the Slicer module runs it), its peak RSS, the time per stage, and b/a. Targets on a
-2-core CPU: b <= 10 s, peak RSS <= 2 GB, b/a <= 5. Run:
+(as the Slicer module runs it), its peak RSS, the time per stage, and b/a. (a) is timed
+both ways: in a fresh process like (b) (Python start, imports, read), which is the ratio's
+denominator, and inside a running process. Targets on a 2-core CPU: b <= 10 s, peak RSS
+<= 2 GB, b/a <= 5. Run:
     .venv/bin/python benchmarks/segment_benchmark.py [--device cpu|cuda] [--repeat 2]
 """
 import argparse
@@ -40,13 +42,18 @@ def full_thorax_dicom(folder: Path) -> Path:
     return folder
 
 
-def read_seconds(source: Path, repeat: int) -> float:
-    best = float("inf")
+def read_seconds(source: Path, repeat: int) -> tuple[float, float]:
+    """Best of ``repeat``: reading in a fresh process, and inside this one."""
+    fresh = inside = float("inf")
+    command = [sys.executable, "-c", f"from LungAutoSegLib.image_io import read_ct; read_ct({str(source)!r})"]
     for _ in range(repeat):
         started = time.perf_counter()
+        subprocess.run(command, check=True)
+        fresh = min(fresh, time.perf_counter() - started)
+        started = time.perf_counter()
         read_ct(source)
-        best = min(best, time.perf_counter() - started)
-    return best
+        inside = min(inside, time.perf_counter() - started)
+    return fresh, inside
 
 
 def segment_run(source: Path, output: Path, device: str) -> tuple[float, float, dict]:
@@ -61,16 +68,16 @@ def segment_run(source: Path, output: Path, device: str) -> tuple[float, float, 
 
 
 def bench(label: str, source: Path, work: Path, device: str, repeat: int) -> None:
-    a = read_seconds(source, repeat)
+    a, a_inside = read_seconds(source, repeat)
     runs = [segment_run(source, work / f"out-{label}", device) for _ in range(repeat)]
     b, peak, report = min(runs, key=lambda run: run[0])
     stages = ", ".join(f"{k} {v:.2f}" for k, v in report["seconds"].items())
     print(f"{label}: {report['ct']['size_ijk']} voxels at {report['ct']['spacing_mm']} mm")
-    print(f"  (a) read CT only:        {a:6.2f} s")
+    print(f"  (a) read CT only:        {a:6.2f} s  (fresh process; {a_inside:.2f} s inside a running one)")
     print(f"  (b) segment end to end:  {b:6.2f} s  (process start + import included; best of {repeat})")
     print(f"  peak RSS (max of runs):  {peak:6.2f} GB")
     print(f"  stages (s, in process):  {stages}")
-    print(f"  b/a:                     {b / a:6.1f}")
+    print(f"  b/a:                     {b / a:6.1f}  ({b / a_inside:.1f} against the in-process read)")
     print(f"  Lung_R {report['structures']['Lung_R']['volume_ml']} ml, Lung_L {report['structures']['Lung_L']['volume_ml']} ml")
 
 

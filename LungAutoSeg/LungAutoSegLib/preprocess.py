@@ -61,12 +61,13 @@ def model_grid(ct: Volume, spacing) -> Volume:
     return Volume.from_spacing(np.zeros(size[::-1], dtype=np.uint8), spacing, origin)
 
 
-def resample(volume: Volume, grid: Volume, *, interpolator=sitk.sitkLinear, default: float = 0.0,
+def resample(volume: Volume | sitk.Image, grid: Volume, *, interpolator=sitk.sitkLinear, default: float = 0.0,
              pixel_type=sitk.sitkFloat32) -> np.ndarray:
-    """``volume``'s voxels sampled at ``grid``'s voxel centres (array[k, j, i])."""
-    image = sitk.Resample(volume_to_sitk(volume), _reference(grid), sitk.Transform(), interpolator,
-                          default, pixel_type)
-    return sitk.GetArrayFromImage(image)
+    """``volume``'s voxels sampled at ``grid``'s voxel centres (array[k, j, i]). Pass an image
+    from ``volume_to_sitk`` to sample one volume onto several grids without copying it each time."""
+    image = volume if isinstance(volume, sitk.Image) else volume_to_sitk(volume)
+    return sitk.GetArrayFromImage(sitk.Resample(image, _reference(grid), sitk.Transform(), interpolator, default,
+                                                pixel_type))
 
 
 def _reference(grid: Volume) -> sitk.Image:
