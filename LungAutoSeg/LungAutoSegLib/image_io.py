@@ -6,7 +6,9 @@ the destination folder, renamed when complete, so a failure never leaves half a 
 """
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +48,6 @@ def volume_to_sitk(volume: Volume) -> sitk.Image:
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
-    # Known gap (SimpleITK 2.5.7): its NIfTI reader replaces NaN by 0, so a NaN in a
-    # NIfTI CT reads as water; NRRD and MHA keep NaN and read_ct refuses them.
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path)
@@ -81,9 +81,36 @@ def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> Volume:
         return read_dicom_ct(path, series_uid).volume
     if has_volume_suffix(path):
         volume = read_volume(path)
-        if not np.issubdtype(volume.array.dtype, np.integer) and not np.all(np.isfinite(volume.array)):
+        if not np.issubdtype(volume.array.dtype, np.integer) and (
+                not np.all(np.isfinite(volume.array)) or _nifti_stores_nonfinite(path)):
             raise InputError("image contains NaN or infinite values", path)
         return volume
     if path.is_file():
         return read_dicom_ct([path], series_uid).volume
     raise InputError("no such file or folder", path)
+
+
+NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64
+
+
+def _nifti_stores_nonfinite(path: Path) -> bool:
+    """Whether a NIfTI file stores NaN or infinity. SimpleITK's reader (2.5.7) turns NaN into
+    0, so a CT with NaN holes would read as water there: the stored floats are checked here."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as stream:
+        data = stream.read()
+    for endian in "<>":
+        header_size = struct.unpack(endian + "i", data[:4])[0]
+        if header_size == 348:    # NIfTI-1: datatype at byte 70, vox_offset (float) at 108
+            datatype, offset = struct.unpack(endian + "h", data[70:72])[0], struct.unpack(endian + "f", data[108:112])[0]
+        elif header_size == 540:  # NIfTI-2: datatype at byte 12, vox_offset (int64) at 168
+            datatype, offset = struct.unpack(endian + "h", data[12:14])[0], struct.unpack(endian + "q", data[168:176])[0]
+        else:
+            continue
+        if datatype not in NIFTI_FLOATS:
+            return False
+        dtype = np.dtype(endian + NIFTI_FLOATS[datatype])
+        count = (len(data) - int(offset)) // dtype.itemsize
+        return not np.all(np.isfinite(np.frombuffer(data, dtype=dtype, count=count, offset=int(offset))))
+    return False
