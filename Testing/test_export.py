@@ -145,7 +145,7 @@ def run_cli(*args):
 def test_cli_on_real_lidc_slabs_reports_no_rtstruct(tmp_path):
     root = shared_data("real", "lidc_idri_slabs", "small")
     done = run_cli("export", "--dicom-root", root, "--roi", "Lung_R", "--out", tmp_path, "--quiet")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # cases were left out
     for patient in ("LIDC-IDRI-0001", "LIDC-IDRI-0002", "LIDC-IDRI-0003"):
         assert f"{patient}: skipped: no RTSTRUCT references this CT series" in done.stdout
     assert "0 of 3 cases exported" in done.stdout
@@ -155,7 +155,7 @@ def test_cli_on_real_lidc_slabs_reports_no_rtstruct(tmp_path):
 def test_cli_on_real_incomplete_series_reports_missing_slices_and_alias(tmp_path):
     root = shared_data("real", "dicompyler_core_breast_example")
     done = run_cli("export", "--dicom-root", root, "--roi", "Lung_R,Lung_L", "--out", tmp_path, "--quiet")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr
     assert "RTSTRUCT references 97 slices that are missing from the CT series" in done.stdout
     assert "'Lt Lung' -> Lung_L" in done.stdout
     case = json.loads((tmp_path / "export_report.json").read_text())["cases"][0]

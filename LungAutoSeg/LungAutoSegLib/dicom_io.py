@@ -17,6 +17,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .errors import InputError
+from .memory import check_fits
 from .volume import Volume, is_orthonormal
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -199,6 +200,7 @@ def read_dicom_ct(source, series_uid: str | None = None) -> DicomCT:
 
 
 def _read_series_files(files: list[Path], label: Path) -> DicomCT:
+    _check_memory(files, label)
     datasets = []
     for path in files:
         try:
@@ -234,6 +236,18 @@ def _read_series_files(files: list[Path], label: Path) -> DicomCT:
         f"single-slice series: slice spacing {slice_spacing:g} mm taken from the header"
     ]
     return DicomCT(Volume(array, affine, warnings=warnings), datasets)
+
+
+def _check_memory(files: list[Path], label: Path) -> None:
+    """From the first header: a series too big for memory is refused before any pixel is read."""
+    if not files:
+        return
+    try:
+        first = pydicom.dcmread(files[0], stop_before_pixels=True)
+        rows, columns = int(first.Rows), int(first.Columns)
+    except Exception:  # unreadable or incomplete: the full read below says what is wrong
+        return
+    check_fits((columns, rows, len(files)), label)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_path
 from .errors import InputError
+from .memory import check_fits
 from .volume import Volume, is_orthonormal
 
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -52,8 +53,15 @@ def read_volume(path: str | os.PathLike) -> Volume:
     if not path.is_file():
         raise InputError("no such file", path)
     try:
-        volume = volume_from_sitk(sitk.ReadImage(str(path)))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # the header only: a CT too big for memory is refused unread
+        if reader.GetDimension() == 3:
+            check_fits(reader.GetSize(), path)
+        volume = volume_from_sitk(reader.Execute())
     except InputError as error:
+        if error.path:
+            raise
         raise InputError(str(error), path) from error
     except RuntimeError as error:  # SimpleITK reports every read failure this way
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"

@@ -10,6 +10,7 @@ output at all, and two runs writing into one folder never see each other's half 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -27,6 +28,8 @@ from .model_package import load_package
 from .progress import Progress
 from .volume import Volume, bounding_box
 
+MIN_SLICES = 5  # fewer is not a 3D CT; the model saw slabs of 11 slices and more
+
 OUTPUTS = {"segmentation": "{}.seg.nrrd", "labels": "{}_labels.nii.gz", "rtstruct": "{}_rtstruct.dcm",
            "report": "{}_report.json", "preview": "{}_preview.png"}
 
@@ -40,14 +43,17 @@ def output_name(source: Path) -> str:
 
 
 def _check_output_folder(folder: Path) -> None:
+    """Before any work: the folder exists or can be made, and a file can be written in it
+    (a real write, not permission bits, which an administrator's account or a read-only
+    mount would make lie)."""
     if folder.exists() and not folder.is_dir():
         raise InputError("output path exists and is not a folder", folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as error:
-        raise InputError(f"cannot create the output folder ({error.strerror})", folder) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError("output folder is not writable", folder)
+        raise InputError(f"output folder is not writable ({error.strerror or error})", folder) from None
 
 
 def _select(package, requested: list[str] | None) -> list[dict]:
@@ -87,10 +93,7 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
     is_dicom = source.is_dir() or not source.name.lower().endswith(VOLUME_SUFFIXES)
     planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items()
                if key != "rtstruct" or is_dicom}
-    existing = [p for p in planned.values() if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"output exists already: {', '.join(p.name for p in existing)} "
-                         "(use --overwrite to replace)", output_dir)
+    _refuse_existing(planned, overwrite, output_dir)
 
     progress.stage("read", 0.0, f"reading {source}")
     lap = time.perf_counter()
@@ -103,6 +106,9 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
     else:
         ct = read_ct(source)
     timings["read"] = round(time.perf_counter() - lap, 3)
+    if ct.shape_ijk[2] < MIN_SLICES:
+        raise InputError(f"the CT has {ct.shape_ijk[2]} slice(s): contouring needs a 3D CT of at least "
+                         f"{MIN_SLICES} slices", source)
 
     result = segment(ct, package, device=device,  # segment's own fractions, scaled into 0.05..0.85
                      progress=lambda stage, done: progress.stage(stage, 0.05 + 0.8 * done, f"{stage} done"))
@@ -110,6 +116,9 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
     labels = _keep(result.labels, chosen)
 
     progress.stage("write", 0.85, f"writing into {output_dir}")
+    from .rtstruct import write_rtstruct
+    from .segmentation_io import write_seg_nrrd
+
     lap = time.perf_counter()
     report = {
         "input": str(source), "model": package.manifest["name"], "version": package.manifest["version"],
@@ -118,29 +127,62 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
         "structures": {s["name"]: _structure_report(labels, s) for s in chosen},
         "warnings": ct.warnings, "outputs": {key: str(path) for key, path in planned.items()},
     }
-    staging = Path(tempfile.mkdtemp(prefix=".lungautoseg-", dir=output_dir))
-    try:
-        staged = {key: staging / path.name for key, path in planned.items()}
-        from .rtstruct import write_rtstruct
-        from .segmentation_io import write_seg_nrrd
 
+    def write_files(staged: dict[str, Path]) -> None:
         write_seg_nrrd(labels, chosen, staged["segmentation"])
         write_volume(labels, staged["labels"])
         if dicom is not None:
             write_rtstruct(dicom, {s["name"]: labels.array == s["label"] for s in chosen}, staged["rtstruct"],
-                           series_description=f"LungAutoSeg {package.name}"[:64],
-                           generation_algorithm="AUTOMATIC")
+                           series_description=f"LungAutoSeg {package.name}"[:64], generation_algorithm="AUTOMATIC")
         _write_preview(ct, labels, chosen, staged["preview"])
         timings["write"] = round(time.perf_counter() - lap, 3)
         timings["total"] = round(time.perf_counter() - started, 3)
         report["seconds"] = timings
         staged["report"].write_text(json.dumps(report, indent=2) + "\n")
-        for key, path in planned.items():
-            os.replace(staged[key], path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    try:
+        _write_outputs(planned, overwrite, output_dir, write_files)
+    except OSError as error:  # a full disk, a quota, a folder made read-only meanwhile
+        raise InputError(f"could not write the outputs ({_os_reason(error)}); nothing was written",
+                         output_dir) from error
     progress.stage("done", 1.0, "finished")
     return report
+
+
+def _os_reason(error: BaseException) -> str:
+    """The operating system's words for the first errno in the chain (pydicom re-raises
+    write errors without it), else the error's first line."""
+    cause = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    return str(error).splitlines()[0]
+
+
+def _refuse_existing(planned: dict[str, Path], overwrite: bool, output_dir: Path) -> None:
+    existing = [p for p in planned.values() if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"output exists already: {', '.join(p.name for p in existing)} "
+                         "(use --overwrite to replace)", output_dir)
+
+
+def _write_outputs(planned: dict[str, Path], overwrite: bool, output_dir: Path, write_files) -> None:
+    """``write_files(staged paths)`` writes into a private staging folder; then, holding the
+    output folder's lock, the files are renamed into place together. So a failure leaves
+    nothing, and two runs into one folder never interleave their files: with --overwrite
+    the last run's set wins whole; without it, outputs that appeared meanwhile are kept."""
+    staging = Path(tempfile.mkdtemp(prefix=".lungautoseg-", dir=output_dir))
+    try:
+        staged = {key: staging / path.name for key, path in planned.items()}
+        write_files(staged)
+        with open(output_dir / ".lungautoseg.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _refuse_existing(planned, overwrite, output_dir)
+            for key, path in planned.items():
+                os.replace(staged[key], path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _keep(labels: Volume, chosen: list[dict]) -> Volume:

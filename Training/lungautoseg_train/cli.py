@@ -31,7 +31,7 @@ def _export(args) -> int:
     print(f"{s['exported']} of {s['cases']} cases exported ({s['reused']} up to date from an earlier "
           f"run), {s['skipped']} skipped, {s['failed']} failed; {s['unreadable_files']} non-DICOM "
           f"files ignored. Report: {args.out / 'export_report.json'}")
-    return 1 if s["failed"] else 0
+    return 1 if s["failed"] or s["skipped"] else 0  # a script must notice a case left out
 
 
 def _train(args) -> int:
