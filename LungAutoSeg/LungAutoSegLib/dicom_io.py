@@ -122,9 +122,9 @@ def _rtstruct_info(path: Path, ds: Dataset) -> RTStructInfo:
         frames.add(str(frame.get("FrameOfReferenceUID", "")))
         for study in frame.get("RTReferencedStudySequence", []):
             for series in study.get("RTReferencedSeriesSequence", []):
-                series_uids.add(str(series.SeriesInstanceUID))
+                series_uids.add(str(series.get("SeriesInstanceUID", "")))
                 for image in series.get("ContourImageSequence", []):
-                    sop_uids.add(str(image.ReferencedSOPInstanceUID))
+                    sop_uids.add(str(image.get("ReferencedSOPInstanceUID", "")))
     return RTStructInfo(
         path=path,
         sop_uid=str(ds.get("SOPInstanceUID", "")),
@@ -132,7 +132,7 @@ def _rtstruct_info(path: Path, ds: Dataset) -> RTStructInfo:
         frame_of_reference_uids=frames,
         referenced_series_uids=series_uids,
         referenced_sop_uids=sop_uids,
-        roi_names=[str(r.ROIName) for r in ds.get("StructureSetROISequence", [])],
+        roi_names=[str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])],
         date_time=f"{ds.get('StructureSetDate', '')}{ds.get('StructureSetTime', '')}",
     )
 
@@ -165,7 +165,7 @@ def scan_dicom(root: str | os.PathLike) -> DicomScan:
                 description=str(ds.get("SeriesDescription", "")),
             )
         info.files.append(path)
-        info.sop_uids.add(str(ds.SOPInstanceUID))
+        info.sop_uids.add(str(ds.get("SOPInstanceUID", "")))
     return scan
 
 
@@ -200,6 +200,15 @@ def read_dicom_ct(source, series_uid: str | None = None) -> DicomCT:
 
 
 def _read_series_files(files: list[Path], label: Path) -> DicomCT:
+    try:
+        return _interpret_series(files, label)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as error:
+        # Headers are untrusted: a value of the wrong type or size that no check above
+        # foresaw still ends as a clear refusal, not a traceback (found by fuzzing).
+        raise InputError(f"invalid DICOM header ({type(error).__name__}: {error})", label) from error
+
+
+def _interpret_series(files: list[Path], label: Path) -> DicomCT:
     _check_memory(files, label)
     datasets = []
     for path in files:
@@ -267,13 +276,24 @@ def _required(ds: Dataset, keyword: str, path: Path):
     return value
 
 
+def _numbers(ds: Dataset, keyword: str, count: int, path: Path) -> np.ndarray:
+    """A multi-valued numeric header as ``count`` finite floats, or a clear refusal."""
+    value = _required(ds, keyword, path)
+    try:
+        numbers = np.asarray([float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
+                                                  else [value])], dtype=np.float64)
+    except (TypeError, ValueError):
+        numbers = np.array([])
+    if numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
+        raise InputError(f"invalid {keyword} {value!r}: must be {count} numbers", path)
+    return numbers
+
+
 def _slice_geometry(datasets, files, label) -> _SliceGeometry:
     first, first_path = datasets[0], files[0]
-    orientation = np.asarray(_required(first, "ImageOrientationPatient", first_path), float)
-    spacing = np.asarray(_required(first, "PixelSpacing", first_path), float)
-    if orientation.shape != (6,):
-        raise InputError("ImageOrientationPatient must have 6 values", first_path)
-    if spacing.shape != (2,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+    orientation = _numbers(first, "ImageOrientationPatient", 6, first_path)
+    spacing = _numbers(first, "PixelSpacing", 2, first_path)
+    if np.any(spacing <= 0):
         raise InputError(f"invalid PixelSpacing {list(spacing)}", first_path)
     row_direction, column_direction = orientation[:3], orientation[3:]
     normal = np.cross(row_direction, column_direction)
@@ -284,14 +304,13 @@ def _slice_geometry(datasets, files, label) -> _SliceGeometry:
     shape = (first.get("Rows"), first.get("Columns"))
     positions = []
     for ds, path in zip(datasets, files):
-        if not np.allclose(np.asarray(_required(ds, "ImageOrientationPatient", path), float),
-                           orientation, atol=1e-4):
+        if not np.allclose(_numbers(ds, "ImageOrientationPatient", 6, path), orientation, atol=1e-4):
             raise InputError("slices of the series have different orientations", path)
-        if not np.allclose(np.asarray(_required(ds, "PixelSpacing", path), float), spacing):
+        if not np.allclose(_numbers(ds, "PixelSpacing", 2, path), spacing):
             raise InputError("slices of the series have different pixel spacings", path)
         if (ds.get("Rows"), ds.get("Columns")) != shape:
             raise InputError("slices of the series have different sizes", path)
-        positions.append(np.dot(normal, np.asarray(_required(ds, "ImagePositionPatient", path), float)))
+        positions.append(np.dot(normal, _numbers(ds, "ImagePositionPatient", 3, path)))
     return _SliceGeometry(row_direction, column_direction, normal,
                           float(spacing[0]), float(spacing[1]), np.asarray(positions))
 

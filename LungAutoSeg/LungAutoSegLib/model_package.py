@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from .atomic import atomic_folder
 from .errors import InputError
-from .networks import build_network
+from .networks import build_network, downsampling_factor
 from .preprocess import Preprocessing
 
 SCHEMA_VERSION = 1
@@ -104,7 +105,16 @@ def load_package(path: str | os.PathLike | None = None) -> ModelPackage:
     return package
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # also a folder name: no "/" or ".."
+PADDINGS = ("replicate", "constant", "reflect", "circular")
+BLENDS = ("gaussian", "constant")
+LARGEST_WINDOW_SIDE = 512  # voxels; more would not fit in memory anyway
+SPACING_MM = (0.2, 20.0)   # model grid spacing a package may ask for
+
+
 def _check_manifest(manifest, path: Path) -> None:
+    """Everything the engine will use, checked here: a manifest is untrusted data, and a bad
+    one must be refused with its reason, not fail deep inside the network or the resampler."""
     if not isinstance(manifest, dict):
         raise InputError("manifest must be a JSON object", path)
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
@@ -113,11 +123,10 @@ def _check_manifest(manifest, path: Path) -> None:
     if manifest["schema_version"] != SCHEMA_VERSION:
         raise InputError(f"unsupported manifest schema_version {manifest['schema_version']!r} "
                          f"(this LungAutoSeg reads {SCHEMA_VERSION})", path)
-    structures = manifest["structures"]
-    if (not isinstance(structures, list) or not structures
-            or [s.get("label") if isinstance(s, dict) else None for s in structures]
-            != list(range(1, len(structures) + 1))):
-        raise InputError("manifest structures must be a list with labels 1..n in order", path)
+    for key in ("name", "version"):
+        if not isinstance(manifest[key], str) or not NAME_PATTERN.fullmatch(manifest[key]):
+            raise InputError(f"manifest {key} must be letters, digits, '.', '_' or '-' (got {manifest[key]!r})", path)
+    _check_structures(manifest["structures"], path)
     weights = manifest["weights"]
     if not isinstance(weights, dict) or not isinstance(weights.get("file"), str) \
             or not isinstance(weights.get("sha256"), str):
@@ -126,7 +135,56 @@ def _check_manifest(manifest, path: Path) -> None:
         raise InputError("manifest network and inference must be objects", path)
     if not isinstance(manifest["preprocessing"], dict):
         raise InputError("manifest preprocessing must be an object", path)
-    Preprocessing.from_dict(manifest["preprocessing"])
+    spacing = Preprocessing.from_dict(manifest["preprocessing"]).spacing
+    if not all(SPACING_MM[0] <= s <= SPACING_MM[1] for s in spacing):
+        raise InputError(f"manifest preprocessing spacing {list(spacing)} is outside {SPACING_MM} mm", path)
+    _check_inference(manifest["inference"], manifest["network"], path)
+
+
+def _check_structures(structures, path: Path) -> None:
+    if (not isinstance(structures, list) or not structures
+            or [s.get("label") if isinstance(s, dict) else None for s in structures]
+            != list(range(1, len(structures) + 1))):
+        raise InputError("manifest structures must be a list with labels 1..n in order", path)
+    for s in structures:
+        if not isinstance(s.get("name"), str) or not 0 < len(s["name"]) <= 64:
+            raise InputError(f"manifest structure {s.get('label')} needs a name of 1-64 characters", path)
+        colour = s.get("colour")
+        if not (isinstance(colour, list) and len(colour) == 3
+                and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in colour)):
+            raise InputError(f"manifest structure {s['name']!r} needs a colour of three integers 0-255", path)
+    if len({s["name"] for s in structures}) != len(structures):
+        raise InputError("manifest structure names must differ", path)
+
+
+def _check_inference(inference: dict, network: dict, path: Path) -> None:
+    from .inference import DEFAULT_INFERENCE
+
+    settings = {**DEFAULT_INFERENCE, **inference}
+    try:
+        factor = downsampling_factor(network)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"manifest network strides are not numbers: {error}", path) from error
+    for key in ("patch_size", "window"):
+        size = settings[key]
+        if not (isinstance(size, list) and len(size) == 3 and all(
+                isinstance(n, int) and not isinstance(n, bool) and 0 < n <= LARGEST_WINDOW_SIDE and n % factor == 0
+                for n in size)):
+            raise InputError(f"manifest inference {key} must be 3 positive multiples of {factor} up to "
+                             f"{LARGEST_WINDOW_SIDE} (got {size!r})", path)
+    overlap = settings["overlap"]
+    if not (isinstance(overlap, (int, float)) and not isinstance(overlap, bool) and 0 <= overlap < 1):
+        raise InputError(f"manifest inference overlap must be in [0, 1) (got {overlap!r})", path)
+    for key, allowed in (("padding", PADDINGS), ("blend", BLENDS), ("activation", ("softmax",)),
+                         ("threshold", ("argmax",))):
+        if settings[key] not in allowed:
+            raise InputError(f"manifest inference {key} must be one of {', '.join(allowed)} "
+                             f"(got {settings[key]!r})", path)
+    steps = settings["postprocessing"]
+    if not (isinstance(steps, dict) and set(steps) <= set(DEFAULT_INFERENCE["postprocessing"])
+            and all(isinstance(v, bool) for v in steps.values())):
+        raise InputError(f"manifest inference postprocessing must map "
+                         f"{', '.join(DEFAULT_INFERENCE['postprocessing'])} to true or false", path)
 
 
 def _extract_zip(path: Path) -> Path:

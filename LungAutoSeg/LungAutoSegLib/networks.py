@@ -46,8 +46,9 @@ def build_network(spec: dict, out_channels: int, *, for_inference: bool = False)
     """
     parameters = dict(spec)
     name = parameters.pop("class", None)
-    if name not in BUILDERS:
+    if not isinstance(name, str) or name not in BUILDERS:
         raise InputError(f"unknown network class {name!r}; known: {', '.join(BUILDERS)}")
+    _check_size(name, {**(UNET_DEFAULTS if name == "UNet" else {}), **parameters})
     builder = BUILDERS[name]
     if for_inference and name == "UNet" and _torch_unet_covers(parameters):
         builder = _torch_unet
@@ -55,6 +56,34 @@ def build_network(spec: dict, out_channels: int, *, for_inference: bool = False)
         return builder(1, out_channels, **parameters)
     except (TypeError, ValueError, AssertionError) as error:
         raise InputError(f"invalid {name} parameters {parameters}: {error}") from error
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _whole_list(value, length: range, low: int, high: int) -> bool:
+    return isinstance(value, list) and len(value) in length and all(_whole(v, low, high) for v in value)
+
+
+def _check_size(name: str, parameters: dict) -> None:
+    """Bounds on what a manifest may ask to build, so a hostile or mistyped one cannot make
+    the engine allocate without limit (a billion channels) before any weight is checked."""
+    dropout = parameters.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise InputError(f"invalid {name} dropout {dropout!r}: a number in [0, 1)")
+    if name == "UNet":
+        channels, strides = parameters.get("channels"), parameters.get("strides")
+        ok = (_whole_list(channels, range(2, 9), 1, 1024) and _whole_list(strides, range(len(channels) - 1,
+              len(channels)), 1, 4) and _whole(parameters.get("num_res_units"), 0, 8)
+              and parameters.get("norm") in ("batch", "instance"))
+    else:
+        down, up = parameters.get("blocks_down", [1, 2, 2, 4]), parameters.get("blocks_up", [1, 1, 1])
+        ok = (_whole(parameters.get("init_filters", 16), 1, 128) and _whole_list(list(down) if isinstance(
+              down, (list, tuple)) else down, range(1, 7), 1, 8) and _whole_list(list(up) if isinstance(
+              up, (list, tuple)) else up, range(len(down) - 1, len(down)), 1, 8))
+    if not ok:
+        raise InputError(f"invalid {name} parameters {parameters}: sizes out of the supported range")
 
 
 def _torch_unet_covers(parameters: dict) -> bool:
