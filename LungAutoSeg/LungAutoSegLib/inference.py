@@ -160,7 +160,8 @@ def segment(ct: Volume, package: ModelPackage, *, device: str = "auto", network=
     lap("inference", 0.8)
     masks = probabilities_to_masks(probabilities, package.inference.get("postprocessing"))
     lap("postprocess", 0.85)
-    labels = ct.with_array(tidy_on_ct(masks_to_ct(masks, grid, ct), len(masks), package.inference.get("postprocessing")))
+    on_ct_grid = masks_to_ct(masks, grid, ct)
+    labels = ct.with_array(tidy_on_ct(on_ct_grid, len(masks), package.inference.get("postprocessing")))
     on_ct = None
     if with_probabilities:
         channels = probabilities[1:].cpu().numpy()

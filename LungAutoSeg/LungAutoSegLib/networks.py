@@ -49,9 +49,7 @@ def build_network(spec: dict, out_channels: int, *, for_inference: bool = False)
     if not isinstance(name, str) or name not in BUILDERS:
         raise InputError(f"unknown network class {name!r}; known: {', '.join(BUILDERS)}")
     _check_size(name, {**(UNET_DEFAULTS if name == "UNet" else {}), **parameters})
-    builder = BUILDERS[name]
-    if for_inference and name == "UNet" and _torch_unet_covers(parameters):
-        builder = _torch_unet
+    builder = _torch_unet if for_inference and name == "UNet" else BUILDERS[name]
     try:
         return builder(1, out_channels, **parameters)
     except (TypeError, ValueError, AssertionError) as error:
@@ -84,12 +82,6 @@ def _check_size(name: str, parameters: dict) -> None:
               up, (list, tuple)) else up, range(len(down) - 1, len(down)), 1, 8))
     if not ok:
         raise InputError(f"invalid {name} parameters {parameters}: sizes out of the supported range")
-
-
-def _torch_unet_covers(parameters: dict) -> bool:
-    from .torch_unet import SUPPORTED_NORMS
-
-    return str(parameters.get("norm", UNET_DEFAULTS["norm"])) in SUPPORTED_NORMS
 
 
 def downsampling_factor(spec: dict) -> int:

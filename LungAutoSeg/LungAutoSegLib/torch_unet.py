@@ -7,8 +7,8 @@ with MONAI's module names: a state dict trained with ``monai.networks.nets.UNet`
 with ``strict=True`` and gives the same outputs (Testing/test_inference.py compares
 the two on several configurations). Training still builds MONAI's own class.
 
-Covered: 3D, kernel size 3, "NDA" ordering, PReLU, batch or instance norm, any channels,
-strides and residual units. Anything else is built by MONAI (networks.py).
+Covered: what networks.py lets a manifest ask for (3D, kernel size 3, "NDA" ordering, PReLU,
+batch or instance norm, its bounds on channels, strides and residual units).
 """
 from __future__ import annotations
 
