@@ -1,7 +1,9 @@
 """Two `lungautoseg segment` runs writing into one output folder at the same time."""
+import fcntl
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,22 @@ def test_of_two_runs_without_overwrite_the_second_to_finish_keeps_the_firsts_fil
     errors = "".join(run.stderr.read() for run in runs)
     assert codes == [0, 2] and "output exists already" in errors
     outputs_agree(tmp_path / "shared", ct.name)
+
+
+def test_the_final_renames_wait_for_the_folders_lock(tmp_path):
+    """While another holder has the folder's lock, a finished run keeps its files staged."""
+    _, ct = patient(tmp_path)
+    output = tmp_path / "shared"
+    output.mkdir()
+    with open(output / ".lungautoseg.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run = start(ct, output)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(output.glob(".lungautoseg-*/*_report.json")):
+            assert run.poll() is None, run.stderr.read()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert run.poll() is None  # all written, waiting
+        assert sorted(p.name for p in output.iterdir() if not p.name.startswith(".")) == []
+    assert run.wait(timeout=120) == 0, run.stderr.read()
+    assert outputs_agree(output, ct.name) == ["Lung_R", "Lung_L"]

@@ -1,7 +1,10 @@
 """The inference core's pieces: preprocessing geometry, the way back to the CT grid, model packages."""
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,10 +161,14 @@ def test_a_package_is_written_whole_or_not_at_all(package):
         write_package(folder.parent, json.loads((folder / "manifest.json").read_text()), network.state_dict())
 
 
-def test_a_zipped_package_loads(package, tmp_path):
+def test_a_zipped_package_loads_and_its_unpacked_copy_goes_with_the_process(package, tmp_path):
     folder, _ = package
     archive = shutil.make_archive(str(tmp_path / "tiny-0.0.1"), "zip", root_dir=folder.parent, base_dir=folder.name)
     assert load_package(archive).structure_names == ["Lung_R"]
+    run = subprocess.run([sys.executable, "-c", "import sys; from LungAutoSegLib.model_package import load_package; "
+                          "print(load_package(sys.argv[1]).root)", archive], capture_output=True, text=True, check=True)
+    unpacked = Path(run.stdout.strip())
+    assert unpacked.name == "tiny-0.0.1" and not unpacked.parent.exists()  # removed at exit
 
 
 def _edit_manifest(folder, **changes):

@@ -165,7 +165,10 @@ def test_a_killed_run_resumes_with_the_same_losses(tmp_path):
     killed = load_checkpoint(last)
     assert process.returncode == -signal.SIGKILL and 2 <= killed["epoch"] < 8
     assert not (tmp_path / "b" / "run" / "package").exists()
+    partial = last.with_name(".last.pt.k1ll3d.pt")  # what a kill during a checkpoint write leaves
+    partial.write_bytes(b"PK\x03\x04 half a checkpoint")
     assert subprocess.run(command + ["--resume"]).returncode == 0
+    assert not partial.exists()
     expected, resumed = _losses(Path(whole["output_dir"])), _losses(tmp_path / "b" / "run")
     assert sorted(resumed) == sorted(expected)  # the killed epoch's partial history was dropped
     after = [step for step in expected if step > killed["step"]]

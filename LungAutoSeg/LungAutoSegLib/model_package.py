@@ -7,6 +7,7 @@ network, preprocessing, inference settings) and the weights' SHA-256, checked on
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -188,8 +189,10 @@ def _check_inference(inference: dict, network: dict, path: Path) -> None:
 
 
 def _extract_zip(path: Path) -> Path:
-    """Unpack into a fresh temporary folder, refusing members that would land outside it."""
+    """Unpack into a fresh temporary folder, refusing members that would land outside it.
+    The folder lives as long as the process (the package's weights are read from it)."""
     target = Path(tempfile.mkdtemp(prefix="lungautoseg-model-"))
+    atexit.register(shutil.rmtree, target, True)
     try:
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():

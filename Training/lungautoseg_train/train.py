@@ -228,7 +228,9 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.best, self.best_epoch, self.stale = state["best"], state["best_epoch"], state["stale"]
         self.run_id, self.provenance = state["wandb_run_id"], state["provenance"]
-        if self.ranks.main:  # drop history written after the checkpoint (the killed epoch)
+        if self.ranks.main:  # drop what the killed run left: half-written checkpoints, later history
+            for partial in self.checkpoints.glob(".*.pt.*.pt"):  # atomic_path's temporary names
+                partial.unlink()
             history = self.output / "history.jsonl"
             if history.is_file():
                 kept = [line for line in history.read_text().splitlines()
