@@ -82,19 +82,24 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, overwrite: bool = T
 
 def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> Volume:
     """A CT from a DICOM folder or a volume file, on the project's geometry."""
+    return read_ct_with_headers(path, series_uid)[0]
+
+
+def read_ct_with_headers(path: str | os.PathLike, series_uid: str | None = None):
+    """``read_ct``, plus for DICOM input the slice headers (``DicomCT``; None for a volume
+    file), which an RTSTRUCT written for the CT must reference."""
     from .dicom_io import read_dicom_ct
 
     path = Path(path)
-    if path.is_dir():
-        return read_dicom_ct(path, series_uid).volume
+    if path.is_dir() or (path.is_file() and not has_volume_suffix(path)):
+        dicom = read_dicom_ct(path if path.is_dir() else [path], series_uid)
+        return dicom.volume, dicom
     if has_volume_suffix(path):
         volume = read_volume(path)
         if not np.issubdtype(volume.array.dtype, np.integer) and (
                 not np.all(np.isfinite(volume.array)) or _nifti_stores_nonfinite(path)):
             raise InputError("image contains NaN or infinite values", path)
-        return volume
-    if path.is_file():
-        return read_dicom_ct([path], series_uid).volume
+        return volume, None
     raise InputError("no such file or folder", path)
 
 

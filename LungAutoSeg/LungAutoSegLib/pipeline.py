@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .image_io import VOLUME_SUFFIXES, read_ct, write_volume
+from .image_io import VOLUME_SUFFIXES, has_volume_suffix, read_ct_with_headers, write_volume
 from .model_package import load_package
 from .progress import Progress
 from .volume import Volume, bounding_box
@@ -90,21 +90,14 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
     package = load_package(model)
     chosen = _select(package, structures)
     name = output_name(source)
-    is_dicom = source.is_dir() or not source.name.lower().endswith(VOLUME_SUFFIXES)
+    is_dicom = source.is_dir() or not has_volume_suffix(source)
     planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items()
                if key != "rtstruct" or is_dicom}
     _refuse_existing(planned, overwrite, output_dir)
 
     progress.stage("read", 0.0, f"reading {source}")
     lap = time.perf_counter()
-    dicom = None
-    if is_dicom:
-        from .dicom_io import read_dicom_ct
-
-        dicom = read_dicom_ct(source if source.is_dir() else [source], series_uid)
-        ct = dicom.volume
-    else:
-        ct = read_ct(source)
+    ct, dicom = read_ct_with_headers(source, series_uid)
     timings["read"] = round(time.perf_counter() - lap, 3)
     if ct.shape_ijk[2] < MIN_SLICES:
         raise InputError(f"the CT has {ct.shape_ijk[2]} slice(s): contouring needs a 3D CT of at least "
