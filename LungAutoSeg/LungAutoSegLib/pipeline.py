@@ -179,6 +179,8 @@ def _write_outputs(planned: dict[str, Path], overwrite: bool, output_dir: Path, 
 
 
 def _keep(labels: Volume, chosen: list[dict]) -> Volume:
+    if {s["label"] for s in chosen} >= set(range(1, int(labels.array.max(initial=0)) + 1)):
+        return labels  # every value the label map holds is kept
     kept = np.zeros(256, dtype=np.uint8)  # a lookup table: 10x faster than np.isin on a CT grid
     for s in chosen:
         kept[s["label"]] = s["label"]

@@ -78,26 +78,89 @@ def _reference(grid: Volume) -> sitk.Image:
     return reference
 
 
-def _antialias(image: sitk.Image, spacing) -> sitk.Image:
-    """Gaussian smoothing before downsampling, so a 0.6 mm and a 3 mm CT give the same input.
+def _antialias_sigma(ct_spacing, spacing) -> np.ndarray:
+    """Per axis (mm): the Gaussian that brings ``ct_spacing`` to the coarsest model spacing.
+    An axis whose Gaussian would be under a quarter voxel wide gets 0 (left alone): such a
+    kernel moves no value by more than about a HU (0.6 HU at most on a 2.33 mm slice axis,
+    smoothed towards 2.5 mm) and skipping it saves a third of the time."""
+    ct_spacing = np.asarray(ct_spacing, dtype=np.float64)
+    sigma = np.sqrt(np.maximum(np.square(np.min(spacing)) - np.square(ct_spacing), 0.0)) / 2.355
+    return np.where(sigma >= 0.25 * ct_spacing, sigma, 0.0)
 
-    An axis whose Gaussian would be under a quarter voxel wide is left alone: such a
-    kernel moves no value by more than about a HU (0.6 HU at most on a 2.33 mm slice
-    axis, smoothed towards 2.5 mm) and skipping it saves a third of the time."""
-    own = np.asarray(image.GetSpacing())
-    sigma = np.sqrt(np.maximum(np.square(np.min(spacing)) - np.square(own), 0.0)) / 2.355
-    for axis in (axis for axis in range(3) if sigma[axis] >= 0.25 * own[axis]):
-        image = sitk.RecursiveGaussian(image, float(sigma[axis]), False, sitk.RecursiveGaussianImageFilter.ZeroOrder,
-                                       axis)
-    return image
+
+def _smoothed_resampled(ct: Volume, grid: Volume, spacing) -> np.ndarray:
+    """Gaussian anti-aliasing (so a 0.6 mm and a 3 mm CT give the same input), then linear
+    resampling onto ``grid``, through SimpleITK: any orientation."""
+    image = sitk.Cast(volume_to_sitk(ct), sitk.sitkFloat32)
+    for axis, sigma in enumerate(_antialias_sigma(ct.spacing, spacing)):
+        if sigma:
+            image = sitk.RecursiveGaussian(image, float(sigma), False, sitk.RecursiveGaussianImageFilter.ZeroOrder,
+                                           axis)
+    return sitk.GetArrayFromImage(sitk.Resample(image, _reference(grid), sitk.Transform(), sitk.sitkLinear, AIR_HU,
+                                                sitk.sitkFloat32))
+
+
+def _axis_matrices(ct: Volume, grid: Volume, spacing) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """For a CT whose axes are the model grid's (axial, possibly flipped), the same smoothing
+    and resampling is linear and separable: per axis a matrix (model voxels x CT voxels) and
+    the model voxels that fall outside the CT. None for any other orientation."""
+    if not np.allclose(np.abs(ct.direction), np.eye(3), atol=1e-6):
+        return None
+    sigmas = _antialias_sigma(ct.spacing, spacing)
+    matrices = []
+    for axis in range(3):  # i, j, k
+        n = ct.shape_ijk[axis]
+        positions = grid.ijk_to_lps[axis, 3] + np.arange(grid.shape_ijk[axis]) * grid.ijk_to_lps[axis, axis]
+        indices = (positions - ct.ijk_to_lps[axis, 3]) / ct.ijk_to_lps[axis, axis]
+        interpolate, outside = _linear_interpolation(indices, n)
+        matrices.append(((interpolate @ _gaussian_matrix(n, sigmas[axis], ct.spacing[axis])).astype(np.float32),
+                         outside))
+    return matrices
+
+
+def _linear_interpolation(indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """SimpleITK's linear interpolation as a matrix: inside within half a voxel of the end
+    voxels (there the edge value), outside beyond (the default value)."""
+    matrix = np.zeros((len(indices), n))
+    outside = (indices < -0.5) | (indices >= n - 0.5)
+    for row, index in enumerate(np.clip(indices, 0.0, n - 1.0)):
+        low = min(int(np.floor(index)), max(n - 2, 0))
+        weight = index - low
+        matrix[row, low] += 1.0 - weight
+        if weight:
+            matrix[row, low + 1] += weight
+    matrix[outside] = 0.0
+    return matrix, outside
+
+
+def _gaussian_matrix(n: int, sigma: float, spacing: float) -> np.ndarray:
+    """SimpleITK's recursive Gaussian along one axis of n voxels, as a matrix: its response
+    to each unit impulse (edges included), so both paths give the same numbers."""
+    if not sigma:
+        return np.eye(n)
+    impulses = sitk.GetImageFromArray(np.eye(n, dtype=np.float32))
+    impulses.SetSpacing([float(spacing)] * 2)
+    responses = sitk.RecursiveGaussian(impulses, float(sigma), False, sitk.RecursiveGaussianImageFilter.ZeroOrder, 0)
+    return sitk.GetArrayFromImage(responses).astype(np.float64).T
 
 
 def image_to_model(ct: Volume, settings: Preprocessing) -> tuple[np.ndarray, Volume]:
-    """The network input (float32 in [0, 1], array[k, j, i]) and the model grid it lies on."""
+    """The network input (float32 in [0, 1], array[k, j, i]) and the model grid it lies on.
+
+    An axial CT goes through three matrix products (four times faster than SimpleITK on a
+    512x512x130 CT, equal to 0.001 HU); any other orientation through SimpleITK."""
     grid = model_grid(ct, settings.spacing)
-    smoothed = _antialias(sitk.Cast(volume_to_sitk(ct), sitk.sitkFloat32), settings.spacing)
-    hu = sitk.GetArrayFromImage(sitk.Resample(smoothed, _reference(grid), sitk.Transform(), sitk.sitkLinear, AIR_HU,
-                                              sitk.sitkFloat32))
+    matrices = _axis_matrices(ct, grid, settings.spacing)
+    if matrices is None:
+        hu = _smoothed_resampled(ct, grid, settings.spacing)
+    else:
+        (along_i, out_i), (along_j, out_j), (along_k, out_k) = matrices
+        nk, nj, ni = ct.array.shape
+        hu = ct.array.astype(np.float32).reshape(nk * nj, ni) @ along_i.T                  # (k, j, i')
+        hu = hu.reshape(nk, nj, -1).transpose(0, 2, 1).reshape(-1, nj) @ along_j.T        # (k, i', j')
+        hu = along_k @ hu.reshape(nk, -1)                                                # (k', i', j')
+        hu = hu.reshape(len(along_k), len(along_i), len(along_j)).transpose(0, 2, 1).copy()
+        hu[out_k], hu[:, out_j], hu[:, :, out_i] = AIR_HU, AIR_HU, AIR_HU
     low, high = settings.hu_window
     return ((np.clip(hu, low, high) - low) / (high - low)).astype(np.float32), grid
 
@@ -109,16 +172,19 @@ def labels_to_model(labels: Volume, grid: Volume) -> np.ndarray:
 
 def masks_to_ct(masks: np.ndarray, grid: Volume, ct: Volume) -> np.ndarray:
     """Structure masks on the model grid (n, k, j, i) -> a label map (1..n) on the CT's grid."""
-    best = np.full(ct.array.shape, 0.5, dtype=np.float32)  # a voxel is labelled when its
-    labels = np.zeros(ct.array.shape, dtype=np.uint8)       # interpolated mask passes 0.5
+    # A voxel is labelled when its interpolated mask passes 0.5, by the structure whose mask
+    # is highest there. ``lead`` holds that highest mask minus 0.5 (zeros: no page is touched
+    # outside the structures' reach).
+    lead = np.zeros(ct.array.shape, dtype=np.float32)
+    labels = np.zeros(ct.array.shape, dtype=np.uint8)
     for value, mask in enumerate(masks, start=1):
         region = _reach(mask, grid, ct) if mask.any() else None
         if region is None:
             continue
-        smooth = resample(grid.with_array(mask.astype(np.float32)), _block(ct, region))
-        wins = smooth > best[region]
+        above = resample(grid.with_array(mask.astype(np.float32)), _block(ct, region)) - 0.5
+        wins = above > lead[region]
         labels[region][wins] = value
-        best[region] = np.maximum(best[region], smooth)
+        lead[region] = np.maximum(lead[region], above)
     return labels
 
 
