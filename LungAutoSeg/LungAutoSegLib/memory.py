@@ -16,8 +16,12 @@ BYTES_PER_VOXEL = 16
 
 
 def available_bytes() -> int | None:
-    if os.environ.get("LUNGAUTOSEG_MEMORY_GB"):
-        return int(float(os.environ["LUNGAUTOSEG_MEMORY_GB"]) * 1024**3)
+    setting = os.environ.get("LUNGAUTOSEG_MEMORY_GB")
+    if setting:
+        try:
+            return int(float(setting) * 1024**3)
+        except ValueError:
+            raise InputError(f"LUNGAUTOSEG_MEMORY_GB must be a number of gigabytes, not {setting!r}") from None
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
