@@ -7,6 +7,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 import thorax_phantom as tp
+from bad_inputs import edit
 from conftest import GEOMETRIES, make_phantom, shared_data
 from LungAutoSegLib.dicom_io import read_dicom_ct, scan_dicom
 from LungAutoSegLib.errors import InputError
@@ -41,11 +42,8 @@ def test_file_order_and_instance_numbers_do_not_matter(tmp_path):
     assert np.array_equal(forward.array, backward.array)
 
 
-def edit_slices(folder: Path, edit) -> None:
-    for n, path in enumerate(sorted(folder.iterdir(), key=lambda p: p.name)):
-        ds = pydicom.dcmread(path)
-        if edit(n, ds) is not False:
-            ds.save_as(path)
+def edit_slices(folder: Path, change) -> None:
+    edit(sorted(folder.iterdir()), change)
 
 
 def expect_error(folder, *words, **kwargs):
