@@ -5,7 +5,7 @@ import pytest
 from pydicom.uid import generate_uid
 from rt_utils import RTStructBuilder
 
-import LungAutoSegLib.rtstruct  # noqa: F401  (applies the rt-utils fixes)
+import LungAutoSegLib.rtutils_fixes  # noqa: F401  (applies the rt-utils fixes)
 import thorax_phantom as tp
 from conftest import GEOMETRIES, dice, make_phantom
 from LungAutoSegLib.dicom_io import read_dicom_ct
