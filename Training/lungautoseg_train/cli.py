@@ -7,6 +7,8 @@ import sys
 
 from LungAutoSegLib.errors import InputError
 
+from .export import IGNORE_MARGIN_MM
+
 
 def _split_rois(values: list[str]) -> list[str]:
     rois = [name.strip() for value in values for name in value.split(",") if name.strip()]
@@ -14,11 +16,12 @@ def _split_rois(values: list[str]) -> list[str]:
 
 
 def _export(args) -> int:
-    from .export import run_export
+    from .export import Exclusion, run_export
 
+    exclusion = Exclusion(tuple(_split_rois(args.exclude_roi or [])), args.ignore_margin_mm)
     report = run_export(args.dicom_root, _split_rois(args.roi), args.out, aliases_file=args.aliases,
                         folds=args.folds, seed=args.seed, workers=args.workers,
-                        progress=not args.quiet)
+                        progress=not args.quiet, exclusion=exclusion)
     for case in report["cases"]:
         if case["status"] != "exported":
             print(f"{case['case']}: {case['status']}: {case['reason']}")
@@ -80,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "label value n is the n-th")
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--aliases", type=Path, help='JSON {"Lung_R": ["my name", ...]} extending the alias table')
+    export.add_argument("--exclude-roi", action="append", metavar="PATTERN",
+                        help="tumour ROIs (glob, case-insensitive, e.g. 'GTV*'; repeat or comma-separate) cut "
+                             "out of every structure and written, with a margin, as ignore/<case>.nii.gz")
+    export.add_argument("--ignore-margin-mm", type=float, default=IGNORE_MARGIN_MM,
+                        help=f"margin around the excluded ROIs that training and evaluation ignore (default {IGNORE_MARGIN_MM:g})")
     export.add_argument("--folds", type=int, default=5, help="patient-level folds (default 5)")
     export.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
     export.add_argument("--workers", type=int, help="parallel cases (default: all cores)")

@@ -41,6 +41,9 @@ DEFAULTS: dict = {
         "rotate_degrees": 10.0, "scale": 0.1, "probability": 0.5,
         "intensity_shift": 0.05, "intensity_scale": 0.1, "noise_std": 0.02,
         "flip_left_right": False,         # when on, *_R and *_L labels are swapped with the flip
+        "dependent_density": 0.0,         # up to this much denser aerated lung at the dependent side (window units)
+        "kernel_probability": 0.0,        # smooth or sharpened reconstruction kernel
+        "scan_end_probability": 0.0,      # the scan ends inside the patch (partial coverage)
     },
     "init_weights": None,                 # checkpoint whose weights start the run (fine-tuning)
     "seed": 0,

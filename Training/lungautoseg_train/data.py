@@ -24,6 +24,7 @@ from LungAutoSegLib.preprocess import REVISION as PREPROCESSING_REVISION
 from LungAutoSegLib.preprocess import Preprocessing, image_to_model, labels_to_model
 
 REPORT_NAME = "export_report.json"
+IGNORE = 255  # label of voxels that training leaves out of the loss (the dataset's ignore mask)
 
 
 @dataclass
@@ -40,7 +41,7 @@ class CaseRecord:
 class PreparedCase:
     case: str
     image: np.ndarray   # float32 (k, j, i) on the model grid
-    label: np.ndarray   # uint8 (k, j, i): 0 background, n = n-th configured structure
+    label: np.ndarray   # uint8 (k, j, i): 0 background, n = n-th configured structure, IGNORE not scored
 
 
 def read_dataset(csv_path: str | Path) -> list[CaseRecord]:
@@ -102,10 +103,11 @@ def _digest(*arrays: np.ndarray) -> str:
 
 def prepare_case(record: CaseRecord, settings: Preprocessing, values: list[int], cache_dir: Path) -> PreparedCase:
     """The case on the model grid, from the cache when a valid entry exists."""
-    for path in (record.image, record.label):
+    files = [record.image, record.label] + ([record.ignore] if record.ignore else [])
+    for path in files:
         if not path.is_file():
             raise InputError(f"case {record.case}: file listed in the dataset CSV is missing", path)
-    key = hashlib.sha256(json.dumps([_file_key(record.image), _file_key(record.label),
+    key = hashlib.sha256(json.dumps([[_file_key(path) for path in files],
                                      settings.to_dict(), values, PREPROCESSING_REVISION]).encode()).hexdigest()[:16]
     entry = cache_dir / f"{record.case}-{key}.npz"
     try:
@@ -120,6 +122,8 @@ def prepare_case(record: CaseRecord, settings: Preprocessing, values: list[int],
     label = np.zeros_like(raw)
     for structure_index, value in enumerate(values, start=1):
         label[raw == value] = structure_index
+    if record.ignore:
+        label[labels_to_model(read_volume(record.ignore), grid) > 0] = IGNORE
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(entry, suffix=".npz") as temporary:
         np.savez(temporary, image=image, label=label, digest=_digest(image, label))

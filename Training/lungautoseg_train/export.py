@@ -9,6 +9,7 @@ on. A re-run only does cases whose inputs or settings changed.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
 import io
 import json
@@ -31,6 +32,19 @@ from LungAutoSegLib.structures import AliasTable
 
 REPORT_NAME = "export_report.json"
 DATASET_NAME = "dataset.csv"
+IGNORE_MARGIN_MM = 5.0  # tumour ROIs are ignored with this margin around them (RTOG 1106 excludes the GTV)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Tumour ROIs (glob patterns on ROI names, case-insensitive) cut out of every structure
+    and written, dilated by ``margin_mm``, as the case's ignore mask."""
+
+    patterns: tuple[str, ...] = ()
+    margin_mm: float = IGNORE_MARGIN_MM
+
+    def matches(self, roi_names: list[str]) -> list[str]:
+        return [n for n in roi_names if any(fnmatch.fnmatch(n.lower(), p.lower()) for p in self.patterns)]
 
 
 @dataclass
@@ -55,6 +69,8 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)
     image: str = ""
     label: str = ""
+    ignore: str = ""  # ignore/<case>.nii.gz when tumour ROIs were excluded
+    excluded: list[str] = field(default_factory=list)  # the tumour ROIs cut out
     fingerprint: str = ""
     worker_pid: int = 0
     seconds: float = 0.0
@@ -82,13 +98,14 @@ def plan_cases(scan: DicomScan) -> list[CaseJob]:
     return jobs
 
 
-def _fingerprint(job: CaseJob, rois: list[str], aliases: AliasTable) -> str:
+def _fingerprint(job: CaseJob, rois: list[str], aliases: AliasTable, exclusion: Exclusion) -> str:
     digest = hashlib.sha256()
     for path in sorted([*job.series.files, *(r.path for r in job.rtstructs)]):
         stat = path.stat()
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     digest.update(json.dumps(rois).encode())
     digest.update(aliases.fingerprint().encode())
+    digest.update(json.dumps(asdict(exclusion)).encode())
     return digest.hexdigest()
 
 
@@ -131,7 +148,35 @@ def _label_map(masks: dict[str, np.ndarray], result: CaseResult) -> np.ndarray:
     return label
 
 
-def export_case(job: CaseJob, rois: list[str], aliases: AliasTable, out: Path) -> CaseResult:
+def _ignore_mask(tumour: np.ndarray, spacing_kji, margin_mm: float) -> np.ndarray:
+    """The tumour and every voxel within ``margin_mm`` of it (Euclidean, in mm)."""
+    from scipy import ndimage
+
+    if margin_mm <= 0:
+        return tumour.copy()
+    return ndimage.distance_transform_edt(~tumour, sampling=spacing_kji) <= margin_mm
+
+
+def _exclude_tumour(rtstruct: RTStructInfo, ct, masks: dict[str, np.ndarray], exclusion: Exclusion,
+                    result: CaseResult) -> np.ndarray | None:
+    """Cut the tumour ROIs out of every mask; the ignore mask, or None when no ROI matched."""
+    names = exclusion.matches(rtstruct.roi_names)
+    if not exclusion.patterns:
+        return None
+    if not names:
+        result.warnings.append(f"no ROI matches --exclude-roi {', '.join(exclusion.patterns)}: nothing ignored")
+        return None
+    tumours = read_roi_masks(rtstruct.path, ct, names)
+    result.warnings += tumours.warnings
+    tumour = np.logical_or.reduce(list(tumours.masks.values()))
+    for mask in masks.values():
+        mask &= ~tumour
+    result.excluded = names
+    return _ignore_mask(tumour, ct.volume.spacing[::-1], exclusion.margin_mm)
+
+
+def export_case(job: CaseJob, rois: list[str], aliases: AliasTable, out: Path,
+                exclusion: Exclusion = Exclusion()) -> CaseResult:
     started = time.perf_counter()
     result = CaseResult(job.case, job.series.patient_id, job.series.uid, "exported",
                         fingerprint=job.fingerprint, worker_pid=os.getpid())
@@ -154,11 +199,15 @@ def export_case(job: CaseJob, rois: list[str], aliases: AliasTable, out: Path) -
         empty = [roi for roi, mask in masks.items() if not mask.any()]
         if empty:
             raise CaseSkipped(f"ROIs with no voxel on the CT: {', '.join(empty)}")
+        ignore = _exclude_tumour(rtstruct, ct, masks, exclusion, result)
         label = _label_map(masks, result)
         result.image = f"images/{job.case}.nii.gz"
         result.label = f"labels/{job.case}.nii.gz"
         write_volume(ct.volume, out / result.image)
         write_volume(ct.volume.with_array(label), out / result.label)
+        if ignore is not None:
+            result.ignore = f"ignore/{job.case}.nii.gz"
+            write_volume(ct.volume.with_array(ignore.astype(np.uint8)), out / result.ignore)
     except CaseSkipped as reason:
         result.status, result.reason = "skipped", str(reason)
     except InputError as error:
@@ -186,7 +235,8 @@ def _reusable(previous: dict | None, job: CaseJob, out: Path) -> CaseResult | No
     except TypeError:  # a report written by another version: redo the case
         return None
     if result.status == "exported":
-        return result if (out / result.image).is_file() and (out / result.label).is_file() else None
+        files = [result.image, result.label] + ([result.ignore] if result.ignore else [])
+        return result if all((out / name).is_file() for name in files) else None
     return result if result.status == "skipped" else None
 
 
@@ -207,21 +257,24 @@ def _write_dataset_csv(out: Path, results: list[CaseResult], folds: int, seed: i
     fold_of = assign_folds([r.patient or r.case for r in exported], folds, seed)
     text = io.StringIO()  # csv quotes a PatientID that holds a comma
     table = csv.writer(text, lineterminator="\n")
-    table.writerow(["case", "patient", "image", "label", "fold"])
+    table.writerow(["case", "patient", "image", "label", "fold", "ignore"])
     for r in sorted(exported, key=lambda r: r.case):
-        table.writerow([r.case, r.patient, r.image, r.label, fold_of[r.patient or r.case]])
+        table.writerow([r.case, r.patient, r.image, r.label, fold_of[r.patient or r.case], r.ignore])
     _write_atomic(out / DATASET_NAME, text.getvalue())
     return len(exported)
 
 
 def run_export(dicom_root, rois: list[str], out, *, aliases_file=None, folds: int = 5,
-               seed: int = 0, workers: int | None = None, progress: bool = True) -> dict:
+               seed: int = 0, workers: int | None = None, progress: bool = True,
+               exclusion: Exclusion = Exclusion()) -> dict:
     """Export every case under ``dicom_root``; returns the report (also written to OUT)."""
     dicom_root, out = Path(dicom_root), Path(out)
     if not rois:
         raise InputError("name at least one --roi")
     if folds < 1:
         raise InputError(f"--folds must be at least 1, got {folds}")
+    if not 0 <= exclusion.margin_mm <= 50:
+        raise InputError(f"--ignore-margin-mm must lie in 0..50 mm, got {exclusion.margin_mm}")
     aliases = AliasTable.from_file(aliases_file)
     scan = scan_dicom(dicom_root)
     jobs = plan_cases(scan)
@@ -230,10 +283,10 @@ def run_export(dicom_root, rois: list[str], out, *, aliases_file=None, folds: in
         raise InputError(
             "no DICOM CT series found" + (f" (only {', '.join(found)})" if found else ""), dicom_root
         )
-    for folder in ("images", "labels"):
+    for folder in ("images", "labels") + (("ignore",) if exclusion.patterns else ()):
         (out / folder).mkdir(parents=True, exist_ok=True)
     for job in jobs:
-        job.fingerprint = _fingerprint(job, rois, aliases)
+        job.fingerprint = _fingerprint(job, rois, aliases, exclusion)
 
     previous = _previous_results(out)
     results = {job.case: reused for job in jobs
@@ -243,11 +296,11 @@ def run_export(dicom_root, rois: list[str], out, *, aliases_file=None, folds: in
     bar = tqdm(total=len(todo), desc="export", unit="case", disable=not progress)
     if workers == 1:
         for job in todo:
-            results[job.case] = export_case(job, rois, aliases, out)
+            results[job.case] = export_case(job, rois, aliases, out, exclusion)
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(export_case, job, rois, aliases, out) for job in todo]
+            futures = [pool.submit(export_case, job, rois, aliases, out, exclusion) for job in todo]
             for future in futures:
                 result = future.result()
                 results[result.case] = result
@@ -259,6 +312,8 @@ def run_export(dicom_root, rois: list[str], out, *, aliases_file=None, folds: in
     report = {
         "dicom_root": str(dicom_root),
         "rois": rois,
+        "exclude_rois": list(exclusion.patterns),
+        "ignore_margin_mm": exclusion.margin_mm,
         "folds": folds,
         "seed": seed,
         "workers": workers,

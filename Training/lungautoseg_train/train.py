@@ -28,7 +28,7 @@ from LungAutoSegLib.preprocess import Preprocessing
 from . import tracking
 from .data import PatchDataset, label_values, prepare_case, read_dataset, derived_seed, split
 from .metrics import dice
-from .transforms import train_transform
+from .transforms import IGNORE, train_transform
 
 CHECKPOINTS = "checkpoints"
 
@@ -71,15 +71,29 @@ def inference_settings(config: dict) -> dict:
             "overlap": config["validation"]["overlap"]}
 
 
-def _loss(name: str):
-    from monai.losses import DiceCELoss, DiceLoss
+class SegmentationLoss(torch.nn.Module):
+    """Soft Dice (per patch and class, background included, as MONAI's DiceLoss) and/or
+    cross-entropy, both leaving out voxels labelled ``IGNORE``."""
 
-    if name == "dice_ce":
-        return DiceCELoss(to_onehot_y=True, softmax=True)
-    if name == "dice":
-        return DiceLoss(to_onehot_y=True, softmax=True)
-    cross_entropy = torch.nn.CrossEntropyLoss()
-    return lambda logits, label: cross_entropy(logits, label[:, 0].long())
+    def __init__(self, name: str, smooth: float = 1e-5):
+        super().__init__()
+        self.dice, self.ce, self.smooth = name in ("dice_ce", "dice"), name in ("dice_ce", "ce"), smooth
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        target = label[:, 0].long()
+        valid = target != IGNORE
+        loss = logits.sum() * 0.0
+        if self.ce and valid.any():
+            loss = loss + torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE)
+        if self.dice:
+            weight = valid[:, None].to(logits.dtype)
+            probabilities = torch.softmax(logits, dim=1) * weight
+            truth = torch.nn.functional.one_hot(torch.where(valid, target, 0), logits.shape[1])
+            truth = truth.permute(0, 4, 1, 2, 3).to(logits.dtype) * weight
+            overlap = (probabilities * truth).sum(dim=(2, 3, 4))
+            total = probabilities.sum(dim=(2, 3, 4)) + truth.sum(dim=(2, 3, 4))
+            loss = loss + (1 - (2 * overlap + self.smooth) / (total + self.smooth)).mean()
+        return loss
 
 
 def _optimizer(parameters, settings: dict):
@@ -128,7 +142,8 @@ def validate(network, cases, config: dict, device) -> tuple[list[list[float]], d
         probabilities = predict_probabilities(network, case.image, inference_settings(config), str(device),
                                               downsampling_factor(config["network"]))
         masks = probabilities_to_masks(probabilities)
-        scores.append([dice(mask, case.label == n) for n, mask in enumerate(masks, start=1)])
+        scored = case.label != IGNORE
+        scores.append([dice(mask & scored, case.label == n) for n, mask in enumerate(masks, start=1)])
         predictions[case.case] = masks
     return scores, predictions
 
@@ -213,7 +228,7 @@ class Trainer:
             network = network.to(memory_format=torch.channels_last_3d)
         self.network = network
         self.model = torch.nn.parallel.DistributedDataParallel(network) if self.ranks.world > 1 else network
-        self.loss = _loss(config["loss"])
+        self.loss = SegmentationLoss(config["loss"])
         self.optimizer = _optimizer(network.parameters(), config["optimizer"])
         self.total_steps = config["epochs"] * len(self.loader)
         self.scheduler = _schedule(self.optimizer, config["schedule"], self.total_steps)
@@ -313,7 +328,8 @@ class Trainer:
             predicted = np.zeros(case.label.shape, np.uint8)
             for value, mask in enumerate(self.predictions[case.case], start=1):
                 predicted[mask] = value
-            panel = overlay_panel(grid, grid.with_array(predicted), colours, grid.with_array(case.label))
+            reference = np.where(case.label == IGNORE, 0, case.label)
+            panel = overlay_panel(grid, grid.with_array(predicted), colours, grid.with_array(reference))
             images.append(wandb.Image(panel, caption=f"{case.case}: prediction filled, reference outlined; "
                                                      "axial, coronal, sagittal"))
         return {"val/overlays": images} if images else {}

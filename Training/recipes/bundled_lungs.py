@@ -1,15 +1,19 @@
-"""Build the bundled Lung_R + Lung_L model: data, phantom pre-training, leave-one-out, final.
+"""Build the bundled Lung_R + Lung_L model 2.0: data, leave-one-patient-out, final.
 
-    python Training/recipes/bundled_lungs.py --work /tmp/bundled [--stage all|data|pretrain|loo|final]
+    python Training/recipes/bundled_lungs.py --work /tmp/bundled2 [--stage all|data|loo|final]
 
-Data: the six real CTs of ../shared/data with their reviewed reference lung masks (and
-ignore masks, voxels the reference does not score), plus synthetic thorax phantoms on
-varied grids (full thoraxes and thin slabs, since three real cases are slabs).
-Stages: ``pretrain`` learns thoracic anatomy on phantoms only; ``loo`` fine-tunes once
-per real case with that case held out and scores it on its own CT grid (the honest
-number for the model card); ``final`` fine-tunes on every case and writes the package
-into LungAutoSeg/Resources/Models with the model card. Each stage is resumable by
-re-running it (finished runs are kept). The phantom comes from Testing/ (a dev tool).
+Data: the four NSCLC-Radiomics planning CTs with the clinic's manual lung contours (exported
+with ``lungautoseg-train export``, GTVs cut out and ignored with a margin), the six real CTs
+of ../shared/data with silver reference lung masks (and their ignore masks), and synthetic
+thorax phantoms on varied grids. Training starts from the weights of lungs 1.0.0 (phantom
+pre-training + silver fine-tuning: it never saw the expert CTs), so no phantom stage here;
+1.0.0's own recipe is this file at commit 1f17ee3.
+Stages: ``loo`` trains once per expert patient with that patient held out (a fixed number of
+epochs, no validation: the held-out patient chooses nothing) and scores it on its own CT
+grid outside its ignore mask, next to lungs 1.0.0 on the same case; ``final`` trains on every
+case and writes the package into LungAutoSeg/Resources/Models with the model card. Each
+stage is resumable by re-running it (finished runs are kept). The phantom comes from
+Testing/ (a dev tool).
 """
 from __future__ import annotations
 
@@ -30,9 +34,12 @@ from LungAutoSegLib.image_io import read_ct, read_volume, write_volume  # noqa: 
 
 CONFIG = Path(__file__).with_name("bundled_lungs.yaml")
 MODELS = REPO / "LungAutoSeg" / "Resources" / "Models"
+NSCLC = SHARED / "real" / "nsclc_radiomics_lung1"
+BASE_MODEL = MODELS / "lungs-1.0.0"
 PHANTOM_FOLD = 99  # never a validation fold
-REAL_REPEAT = 4  # fine-tuning sees each real case this many times per epoch
-FINETUNE_PHANTOMS = 12
+EXPERT_FOLD = 50   # expert cases: fold 50 + n
+REPEAT = {"expert": 6, "silver": 2}  # how often an epoch sees each real case
+FINETUNE_PHANTOMS = 8
 GRIDS = [  # (shape_ijk, spacing, centre z): full thoraxes at clinical resolutions, and slabs
     ((128, 128, 48), (2.8, 2.8, 5.0), 0.0),
     ((160, 160, 100), (2.4, 2.4, 2.5), 0.0),
@@ -47,8 +54,24 @@ def reference_cases() -> list[str]:
     return sorted(p.name for p in (SHARED / "reference").iterdir() if (p / "case.json").is_file())
 
 
+def export_expert(data: Path) -> list[str]:
+    """The NSCLC-Radiomics CTs through the product's own export; their dataset rows."""
+    from lungautoseg_train.export import Exclusion, run_export
+
+    report = run_export(NSCLC, ["Lung_R", "Lung_L"], data / "nsclc", exclusion=Exclusion(("GTV*",)),
+                        progress=False)
+    if report["summary"]["exported"] != 4:
+        raise SystemExit(f"expert export incomplete: {report['summary']}")
+    rows = []
+    for n, case in enumerate(sorted(report["cases"], key=lambda c: c["case"])):
+        rows.append(f"{case['case']},{case['patient']},nsclc/{case['image']},nsclc/{case['label']},"
+                    f"{EXPERT_FOLD + n},nsclc/{case['ignore']}")
+        print(f"{case['case']}: expert, excluded {case['excluded']}")
+    return rows
+
+
 def write_data(data: Path, phantoms: int) -> None:
-    rows = ["case,patient,image,label,fold,ignore"]
+    rows = ["case,patient,image,label,fold,ignore", *export_expert(data)]
     for folder in ("images", "labels", "ignore"):
         (data / folder).mkdir(parents=True, exist_ok=True)
     for fold, case in enumerate(reference_cases()):
@@ -77,17 +100,37 @@ def write_data(data: Path, phantoms: int) -> None:
         write_volume(phantom.ct.with_array(labels), data / "labels" / f"{case}.nii.gz")
         phantom_rows.append(f"{case},{case},images/{case}.nii.gz,labels/{case}.nii.gz,{PHANTOM_FOLD},")
     (data / "dataset.csv").write_text("\n".join(rows + phantom_rows[1:]) + "\n")
-    (data / "phantoms.csv").write_text("\n".join(phantom_rows) + "\n")
     print(f"{len(rows) - 1} real cases, {phantoms} phantoms in {data}")
 
 
+def kind(row: str) -> str:
+    fold = int(row.split(",")[4])
+    return "phantom" if fold == PHANTOM_FOLD else "expert" if fold >= EXPERT_FOLD else "silver"
+
+
+def expert_cases(data: Path) -> list[str]:
+    return [r.split(",")[0] for r in (data / "dataset.csv").read_text().splitlines()[1:] if kind(r) == "expert"]
+
+
 def finetune_csv(data: Path, exclude: str | None = None) -> Path:
-    """Real cases (less ``exclude``) repeated REAL_REPEAT times, plus some phantoms; no validation."""
+    """Real cases (less ``exclude``), each repeated as REPEAT says, plus some phantoms; no validation."""
     header, *rows = (data / "dataset.csv").read_text().splitlines()
-    real = [r for r in rows if not r.startswith("phantom_") and r.split(",")[0] != exclude]
-    phantoms = [r for r in rows if r.startswith("phantom_")][:FINETUNE_PHANTOMS]
+    chosen = [r for r in rows if kind(r) != "phantom" and r.split(",")[0] != exclude]
+    repeated = [r for r in chosen for _ in range(REPEAT[kind(r)])]
+    phantoms = [r for r in rows if kind(r) == "phantom"][:FINETUNE_PHANTOMS]
     path = data / (f"finetune_without_{exclude}.csv" if exclude else "finetune.csv")
-    path.write_text("\n".join([header, *real * REAL_REPEAT, *phantoms]) + "\n")
+    path.write_text("\n".join([header, *repeated, *phantoms]) + "\n")
+    return path
+
+
+def base_weights(work: Path) -> Path:
+    """lungs 1.0.0's weights as a checkpoint that ``init_weights`` reads."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = work / "lungs-1.0.0-init.pt"
+    if not path.is_file():
+        torch.save({"model": load_file(BASE_MODEL / "model.safetensors")}, path)
     return path
 
 
@@ -103,7 +146,7 @@ def train(work: Path, name: str, *overrides: str) -> Path:
     return output
 
 
-FINETUNE = ("data.fold=null", "epochs=15", "optimizer.lr=0.0005", "schedule.warmup_steps=0")
+FINETUNE = ("data.fold=null", "epochs=30", "optimizer.lr=0.001", "schedule.warmup_steps=10")
 
 
 def leave_one_out(work: Path) -> list[dict]:
@@ -113,25 +156,32 @@ def leave_one_out(work: Path) -> list[dict]:
     csv = work / "data" / "dataset.csv"
     records = read_dataset(csv)
     rows = []
-    for case in reference_cases():  # the held-out case never chooses a checkpoint: no validation
+    for case in expert_cases(work / "data"):  # the held-out patient never chooses a checkpoint: no validation
         run = train(work, f"loo_{case}", *FINETUNE, f"data.csv={finetune_csv(work / 'data', case)}",
-                    f"init_weights={work / 'pretrain' / 'checkpoints' / 'last.pt'}")
-        package = next((run / "package").iterdir())
+                    f"init_weights={base_weights(work)}")
         held_out = [r for r in records if r.case == case]
-        evaluation = evaluate_records(package, held_out, csv, device="cpu")
-        for row in evaluation["cases"]:
-            rows.append(row)
-            print(json.dumps(row))
+        for model, package in (("2.0.0", next((run / "package").iterdir())), ("1.0.0", BASE_MODEL)):
+            for row in evaluate_records(package, held_out, csv, device="cpu")["cases"]:
+                rows.append({"model": model, **row})
+                print(json.dumps(rows[-1]))
     (work / "loo.json").write_text(json.dumps(rows, indent=2))
     return rows
 
 
 def loo_table(rows: list[dict]) -> str:
-    lines = ["| case | structure | Dice | HD95 mm | MSD mm | surface Dice 2 mm | volume error % |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
+    lines = ["| case | structure | Dice | HD95 mm | MSD mm | surface Dice 2 mm | volume error % | 1.0.0 Dice | 1.0.0 HD95 mm |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    old = {(r["case"], r["structure"]): r for r in rows if r["model"] == "1.0.0"}
+    new = [r for r in rows if r["model"] == "2.0.0"]
+    for r in new:
+        o = old[(r["case"], r["structure"])]
         lines.append(f"| {r['case']} | {r['structure']} | {r['dice']:.3f} | {r['hd95_mm']:.1f} | {r['msd_mm']:.2f} "
-                     f"| {r['surface_dice_2mm']:.3f} | {r['volume_error_pct']:+.1f} |")
+                     f"| {r['surface_dice_2mm']:.3f} | {r['volume_error_pct']:+.1f} | {o['dice']:.3f} | {o['hd95_mm']:.1f} |")
+    for structure in sorted({r["structure"] for r in new}, reverse=True):
+        mean = lambda rs, key: float(np.mean([r[key] for r in rs if r["structure"] == structure]))  # noqa: E731
+        lines.append(f"| **mean** | {structure} | {mean(new, 'dice'):.3f} | {mean(new, 'hd95_mm'):.1f} "
+                     f"| {mean(new, 'msd_mm'):.2f} | {mean(new, 'surface_dice_2mm'):.3f} | "
+                     f"| {mean(list(old.values()), 'dice'):.3f} | {mean(list(old.values()), 'hd95_mm'):.1f} |")
     return "\n".join(lines)
 
 
@@ -141,7 +191,7 @@ def write_bundled_package(run: Path, loo: list[dict]) -> Path:
     card = Path(__file__).with_name("bundled_lungs_card.md").read_text().replace("{LOO_TABLE}", loo_table(loo))
     staged = run / "MODEL_CARD.md"
     staged.write_text(card)
-    scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo}
+    scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo if r["model"] == "2.0.0"}
     folder = package_checkpoint(run / "checkpoints" / "best.pt", MODELS, overwrite=True, card=staged,
                                 metrics={"leave_one_out_dice": scores})
     print(f"bundled model: {folder}")
@@ -151,19 +201,17 @@ def write_bundled_package(run: Path, loo: list[dict]) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--phantoms", type=int, default=36)
-    parser.add_argument("--stage", choices=["all", "data", "pretrain", "loo", "final"], default="all")
+    parser.add_argument("--phantoms", type=int, default=12)
+    parser.add_argument("--stage", choices=["all", "data", "loo", "final"], default="all")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     if args.stage in ("all", "data"):
         write_data(work / "data", args.phantoms)
-    if args.stage in ("all", "pretrain"):
-        train(work, "pretrain", f"data.csv={work / 'data' / 'phantoms.csv'}", "data.fold=null")
     if args.stage in ("all", "loo"):
         leave_one_out(work)
     if args.stage in ("all", "final"):
         run = train(work, "final", *FINETUNE, f"data.csv={finetune_csv(work / 'data')}",
-                    f"init_weights={work / 'pretrain' / 'checkpoints' / 'last.pt'}")
+                    f"init_weights={base_weights(work)}")
         write_bundled_package(run, json.loads((work / "loo.json").read_text()))
     return 0
 
