@@ -56,7 +56,10 @@ def _segment(args) -> int:
         progress.error(f"internal error: {type(error).__name__}: {error}")
         raise
     progress.result({"report": report["outputs"]["report"], "outputs": report["outputs"],
-                     "structures": report["structures"], "seconds": report["seconds"]})
+                     "structures": report["structures"], "seconds": report["seconds"],
+                     "warnings": report["warnings"]})
+    for warning in report["warnings"]:  # on stderr, so a script that reads stdout still sees them
+        print(f"lungautoseg: warning: {warning}", file=sys.stderr)
     if args.progress != "jsonl":
         for name, facts in report["structures"].items():
             print(f"{name}: {facts['volume_ml']} ml, {facts['components']} component(s)")

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .image_io import VOLUME_SUFFIXES, has_volume_suffix, read_ct_with_headers, write_volume
 from .model_package import load_package
+from .plausibility import check as check_plausibility
 from .progress import Progress
 from .volume import Volume, bounding_box
 
@@ -113,12 +114,15 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
     from .segmentation_io import write_seg_nrrd
 
     lap = time.perf_counter()
+    structure_reports = {s["name"]: _structure_report(labels, s) for s in chosen}
+    lungs = [s for s in chosen if s["name"].startswith("Lung")]
+    plausibility = check_plausibility(ct, labels, lungs, {n: r["components"] for n, r in structure_reports.items()})
     report = {
         "input": str(source), "model": package.manifest["name"], "version": package.manifest["version"],
         "weights_sha256": package.manifest["weights"]["sha256"], "device": result.device,
         "ct": {"size_ijk": list(ct.shape_ijk), "spacing_mm": [round(float(s), 4) for s in ct.spacing]},
-        "structures": {s["name"]: _structure_report(labels, s) for s in chosen},
-        "warnings": ct.warnings, "outputs": {key: str(path) for key, path in planned.items()},
+        "structures": structure_reports,
+        "warnings": ct.warnings + plausibility, "outputs": {key: str(path) for key, path in planned.items()},
     }
 
     def write_files(staged: dict[str, Path]) -> None:
