@@ -32,7 +32,7 @@ class LungAutoSeg(ScriptedLoadableModule):
             "<b>Not clinically validated</b>: every contour must be reviewed. The bundled model's card "
             "(training data, leave-one-out scores) is in Resources/Models/*/MODEL_CARD.md."
         )
-        self.parent.acknowledgementText = "Builds on 3D Slicer, SlicerRT, MONAI, PyTorch, pydicom and rt-utils."
+        self.parent.acknowledgementText = "Builds on 3D Slicer, SlicerRT, MONAI, PyTorch and pydicom."
 
 
 class LungAutoSegWidget(ScriptedLoadableModuleWidget):
@@ -260,14 +260,14 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
                 return False
         missing = []
         for module, requirement in (("monai", "monai>=1.5,<1.7"), ("safetensors", "safetensors>=0.4"),
-                                    ("rt_utils", "rt-utils==1.2.7"), ("tqdm", "tqdm")):
+                                    ("filelock", "filelock>=3.12"), ("tqdm", "tqdm")):
             if importlib.util.find_spec(module) is None:
                 missing.append(requirement)
         if missing:
             if not slicer.util.confirmOkCancelDisplay(f"LungAutoSeg needs {', '.join(missing)}. Install now?"):
                 return False
             for requirement in missing:
-                slicer.util.pip_install(requirement + (" --no-deps" if requirement.startswith("rt-utils") else ""))
+                slicer.util.pip_install(requirement)
         return True
 
     def wouldReplaceSegments(self, segmentationNode, names):

@@ -100,6 +100,9 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
     lap = time.perf_counter()
     ct, dicom = read_ct_with_headers(source, series_uid)
     timings["read"] = round(time.perf_counter() - lap, 3)
+    if dicom is not None and not dicom.datasets[0].get("FrameOfReferenceUID"):
+        raise InputError("the CT series has no FrameOfReferenceUID, so no RTSTRUCT could be registered to it "
+                         "(convert it to NRRD or NIfTI to contour it without one)", source)
     if ct.shape_ijk[2] < MIN_SLICES:
         raise InputError(f"the CT has {ct.shape_ijk[2]} slice(s): contouring needs a 3D CT of at least "
                          f"{MIN_SLICES} slices", source)

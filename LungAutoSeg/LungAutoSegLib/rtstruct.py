@@ -11,8 +11,8 @@ DICOM allows a DS value, and walks the mask across its slowest axis.
 """
 from __future__ import annotations
 
+import datetime
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +22,12 @@ from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from rt_utils import RTStruct, RTStructBuilder, ds_helper
-from rt_utils.utils import ROIData
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from .atomic import atomic_path
 from .contours import drop_repeats, fill_even_odd, trace_slice
-from .dicom_io import DicomCT
+from .dicom_io import RTSTRUCT_STORAGE, DicomCT
 from .errors import InputError
 from .structures import STRUCTURES
 from .volume import Volume
@@ -48,10 +48,19 @@ class RoiMasks:
 def load_rtstruct(path: str | os.PathLike) -> pydicom.Dataset:
     try:
         ds = pydicom.dcmread(path)
-        RTStructBuilder.validate_rtstruct(ds)
     except Exception as error:
         raise InputError(f"not a valid RTSTRUCT ({error})", path) from error
+    if ds.get("SOPClassUID") != RTSTRUCT_STORAGE or "StructureSetROISequence" not in ds:
+        raise InputError(f"not a valid RTSTRUCT (SOP class {ds.get('SOPClassUID', 'missing')}, "
+                         f"modality {ds.get('Modality', 'missing')})", path)
     return ds
+
+
+def _contour_sequence(ds: Dataset, roi_number) -> list:
+    for roi_contour in ds.get("ROIContourSequence", []):
+        if str(roi_contour.get("ReferencedROINumber")) == str(roi_number):
+            return list(roi_contour.get("ContourSequence", []))
+    return []  # an ROI without contours is an empty ROI
 
 
 def contours_to_mask(volume: Volume, contour_sequence) -> tuple[np.ndarray, list[str]]:
@@ -96,11 +105,8 @@ def read_roi_masks(path: str | os.PathLike, ct: DicomCT, roi_names: list[str]) -
     for name in roi_names:
         if name not in numbers:
             raise InputError(f"no ROI named '{name}' (it has {sorted(numbers)})", path)
-        try:
-            contours = ds_helper.get_contour_sequence_by_roi_number(ds, numbers[name])
-        except Exception:  # rt-utils raises a bare Exception when an ROI has no contours
-            contours = []
-        mask, placement = contours_to_mask(ct.volume, contours or [])
+        contours = _contour_sequence(ds, numbers[name])
+        mask, placement = contours_to_mask(ct.volume, contours)
         result.warnings += [f"{name}: {note}" for note in placement]
         result.masks[name] = mask
     return result
@@ -122,32 +128,84 @@ def write_rtstruct(
     path = Path(path)
     if path.exists() and not overwrite:  # refuse before the slow part, not after it
         raise InputError("exists already (use --overwrite to replace it)", path)
-    with warnings.catch_warnings():
-        # rt-utils sets is_little_endian / is_implicit_VR, which pydicom 3 deprecates
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="pydicom")
-        rtstruct = RTStruct(ct.datasets, ds_helper.create_rtstruct_dataset(ct.datasets))
-    rtstruct.set_series_description(series_description)
-    rtstruct.ds.Manufacturer = "LungAutoSeg"
-    rtstruct.ds.ManufacturerModelName = series_description
-    rtstruct.ds.InstitutionName = ct.datasets[0].get("InstitutionName", "")
-    for name, mask in masks.items():
+    frame = ct.datasets[0].get("FrameOfReferenceUID")
+    if not frame:  # an RTSTRUCT on an invented frame of reference would register to nothing
+        raise InputError("the CT series has no FrameOfReferenceUID: an RTSTRUCT cannot be placed on it",
+                         Path(ct.datasets[0].filename).parent if ct.datasets[0].get("filename") else path)
+    ds = _structure_set(ct, frame, series_description)
+    for number, (name, mask) in enumerate(masks.items(), start=1):
         if mask.shape != ct.volume.array.shape:
             raise ValueError(f"mask {name} has shape {mask.shape}, the CT {ct.volume.array.shape}")
         known = STRUCTURES.get(name)
-        roi = ROIData(mask=None, color=list(known.colour) if known else None, name=name,
-                      number=len(rtstruct.ds.StructureSetROISequence) + 1,
-                      frame_of_reference_uid=rtstruct.frame_of_reference_uid,
-                      roi_generation_algorithm=generation_algorithm)
+        roi = Dataset()
+        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, frame, name
+        roi.ROIGenerationAlgorithm = generation_algorithm
+        ds.StructureSetROISequence.append(roi)
         roi_contour = Dataset()
-        roi_contour.ROIDisplayColor = roi.color
+        roi_contour.ROIDisplayColor = list(known.colour) if known else [0, 200, 0]
         roi_contour.ContourSequence = contour_sequence(ct, mask)
-        roi_contour.ReferencedROINumber = roi.number
-        rtstruct.ds.ROIContourSequence.append(roi_contour)
-        rtstruct.ds.StructureSetROISequence.append(ds_helper.create_structure_set_roi(roi))
-        rtstruct.ds.RTROIObservationsSequence.append(ds_helper.create_rtroi_observation(roi))
+        roi_contour.ReferencedROINumber = number
+        ds.ROIContourSequence.append(roi_contour)
+        observation = Dataset()
+        observation.ObservationNumber, observation.ReferencedROINumber = number, number
+        observation.RTROIInterpretedType = "ORGAN" if known else ""
+        observation.ROIInterpreter = ""
+        ds.RTROIObservationsSequence.append(observation)
     with atomic_path(path, overwrite=overwrite) as temporary:
-        rtstruct.ds.save_as(temporary)
+        ds.save_as(temporary, enforce_file_format=True)
     return path
+
+
+# Type 2 attributes copied from the CT: written empty when an anonymiser removed them.
+STUDY_ATTRIBUTES = ("StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+                    "StudyDescription", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "PatientAge", "InstitutionName")
+
+
+def _structure_set(ct: DicomCT, frame: str, label: str) -> FileDataset:
+    """The RTSTRUCT's header: the CT's patient and study, a new series, every slice referenced."""
+    first = ct.datasets[0]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("", Dataset(), file_meta=meta, preamble=b"\0" * 128)
+    # the CT's character set, so names in any script stay what they are (ISO_IR 192, ISO 2022 IR 87)
+    ds.SpecificCharacterSet = first.get("SpecificCharacterSet", "ISO_IR 100")
+    now = datetime.datetime.now()
+    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "RTSTRUCT"
+    for keyword in STUDY_ATTRIBUTES:
+        setattr(ds, keyword, first.get(keyword, ""))
+    ds.StudyInstanceUID = first.StudyInstanceUID
+    ds.SeriesInstanceUID, ds.SeriesNumber = generate_uid(), 1
+    ds.SeriesDescription, ds.StructureSetLabel = label[:64], label[:16]
+    ds.InstanceNumber = 1
+    ds.Manufacturer, ds.ManufacturerModelName = "LungAutoSeg", label
+    ds.InstanceCreationDate = ds.StructureSetDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = ds.StructureSetTime = now.strftime("%H%M%S")
+    ds.ApprovalStatus = "UNAPPROVED"
+    ds.FrameOfReferenceUID = frame
+    series = Dataset()
+    series.SeriesInstanceUID = first.SeriesInstanceUID
+    series.ContourImageSequence = Sequence([_image_reference(d) for d in ct.datasets])
+    study = Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired, customary)
+    study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study.RTReferencedSeriesSequence = Sequence([series])
+    referenced = Dataset()
+    referenced.FrameOfReferenceUID = frame
+    referenced.RTReferencedStudySequence = Sequence([study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([referenced])
+    ds.StructureSetROISequence, ds.ROIContourSequence, ds.RTROIObservationsSequence = Sequence(), Sequence(), Sequence()
+    return ds
+
+
+def _image_reference(ct_slice: Dataset) -> Dataset:
+    image = Dataset()
+    image.ReferencedSOPClassUID = ct_slice.SOPClassUID
+    image.ReferencedSOPInstanceUID = ct_slice.SOPInstanceUID
+    return image
 
 
 def contour_sequence(ct: DicomCT, mask: np.ndarray) -> Sequence:
@@ -162,17 +220,14 @@ def contour_sequence(ct: DicomCT, mask: np.ndarray) -> Sequence:
 
 
 def _contour(ct_slice: Dataset, lps: np.ndarray) -> Dataset:
-    image = Dataset()
-    image.ReferencedSOPClassUID = ct_slice.SOPClassUID
-    image.ReferencedSOPInstanceUID = ct_slice.SOPInstanceUID
     contour = Dataset()
-    contour.ContourImageSequence = Sequence([image])
+    contour.ContourImageSequence = Sequence([_image_reference(ct_slice)])
     contour.ContourGeometricType = "CLOSED_PLANAR"
     contour.NumberOfContourPoints = len(lps)
     contour[CONTOUR_DATA] = _encoded_ds(lps.ravel())
-    # Marked as already in rt-utils' encoding (implicit VR little endian), so pydicom writes
-    # the encoded text as it is; with any other encoding it decodes it first, still correctly.
-    contour.set_original_encoding(True, True, default_encoding)
+    # Marked as already in the file's encoding (explicit VR little endian; the digits are the
+    # same in every character set), so pydicom writes the encoded text as it is.
+    contour.set_original_encoding(False, True, default_encoding)
     return contour
 
 
@@ -182,4 +237,4 @@ def _encoded_ds(values: np.ndarray) -> RawDataElement:
     (0.1 um) keep every value within DS's 16 characters."""
     text = "\\".join(f"{value:.4f}" for value in values).encode("ascii")
     text += b" " * (len(text) % 2)  # DICOM values have even length
-    return RawDataElement(CONTOUR_DATA, "DS", len(text), text, 0, True, True)
+    return RawDataElement(CONTOUR_DATA, "DS", len(text), text, 0, False, True)
