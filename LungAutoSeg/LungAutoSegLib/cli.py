@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -125,6 +126,9 @@ def main(argv=None) -> int:
     except InputError as error:
         print(f"lungautoseg: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (``lungautoseg inspect CT | head -1``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 1
 
 
 def run() -> None:

@@ -10,7 +10,6 @@ output at all, and two runs writing into one folder never see each other's half 
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import SimpleITK as sitk
+from filelock import FileLock
 
 from .errors import InputError
 from .image_io import VOLUME_SUFFIXES, has_volume_suffix, read_ct_with_headers, write_volume
@@ -43,18 +43,31 @@ def output_name(source: Path) -> str:
     return name
 
 
-def _check_output_folder(folder: Path) -> None:
+def _check_output_folder(folder: Path) -> list[Path]:
     """Before any work: the folder exists or can be made, and a file can be written in it
     (a real write, not permission bits, which an administrator's account or a read-only
-    mount would make lie)."""
+    mount would make lie). Returns the folders it made, to be removed if the run fails."""
     if folder.exists() and not folder.is_dir():
         raise InputError("output path exists and is not a folder", folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
+        _remove_made(made)
         raise InputError(f"output folder is not writable ({error.strerror or error})", folder) from None
+    return made
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the folders a failed run made (deepest first), if they hold nothing else."""
+    for folder in made:
+        try:
+            (folder / ".lungautoseg.lock").unlink(missing_ok=True)
+            folder.rmdir()
+        except OSError:
+            return  # never made, or something else is in it now: keep it
 
 
 def _select(package, requested: list[str] | None) -> list[dict]:
@@ -80,14 +93,24 @@ def _structure_report(labels: Volume, structure: dict) -> dict:
 
 def run_segment(source, output_dir, *, model=None, structures: list[str] | None = None, device: str = "auto",
                 series_uid: str | None = None, overwrite: bool = False, progress: Progress | None = None) -> dict:
-    from .inference import segment
-
-    progress = progress or Progress("none")
+    """Segment ``source`` into ``output_dir``; on any failure, no output and no folder it made is left."""
     source, output_dir = Path(source), Path(output_dir)
-    started, timings = time.perf_counter(), {}
     if not source.exists():
         raise InputError("no such file or folder", source)
-    _check_output_folder(output_dir)
+    made = _check_output_folder(output_dir)
+    try:
+        return _run_segment(source, output_dir, model, structures, device, series_uid, overwrite,
+                            progress or Progress("none"))
+    except BaseException:
+        _remove_made(made)
+        raise
+
+
+def _run_segment(source: Path, output_dir: Path, model, structures, device, series_uid, overwrite,
+                 progress: Progress) -> dict:
+    from .inference import segment
+
+    started, timings = time.perf_counter(), {}
     package = load_package(model)
     chosen = _select(package, structures)
     name = output_name(source)
@@ -176,8 +199,7 @@ def _write_outputs(planned: dict[str, Path], overwrite: bool, output_dir: Path, 
     try:
         staged = {key: staging / path.name for key, path in planned.items()}
         write_files(staged)
-        with open(output_dir / ".lungautoseg.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(output_dir / ".lungautoseg.lock"):  # fcntl on POSIX, msvcrt on Windows
             _refuse_existing(planned, overwrite, output_dir)
             for key, path in planned.items():
                 os.replace(staged[key], path)
