@@ -8,6 +8,7 @@ resampling it silently would put contours in the wrong place.
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from .memory import check_fits
 from .volume import Volume, is_orthonormal
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"  # multi-frame: one file, per-frame geometry
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
 # Slice spacing may deviate from the median by this much (mm, or fraction of it,
@@ -101,10 +103,19 @@ class DicomCT:
 
 
 def _iter_files(root: Path):
+    """Every file under ``root``, following symbolic links to folders (PACS exports and users
+    link series in), each real folder once, so a link loop ends."""
     if root.is_file():
         yield root
         return
-    for folder, _, names in os.walk(root):
+    seen: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
         for name in sorted(names):
             yield Path(folder) / name
 
@@ -151,7 +162,8 @@ def scan_dicom(root: str | os.PathLike) -> DicomScan:
         if ds.SOPClassUID == RTSTRUCT_STORAGE or ds.get("Modality") == "RTSTRUCT":
             scan.rtstructs.append(_rtstruct_info(path, ds))
             continue
-        if "SeriesInstanceUID" not in ds or "ImagePositionPatient" not in ds:
+        enhanced = ds.SOPClassUID == ENHANCED_CT_STORAGE
+        if "SeriesInstanceUID" not in ds or ("ImagePositionPatient" not in ds and not enhanced):
             continue  # plans, doses, reports: not image slices
         uid = str(ds.SeriesInstanceUID)
         info = scan.series.get(uid)
@@ -225,6 +237,16 @@ def _interpret_series(files: list[Path], label: Path) -> DicomCT:
     series = {ds.SeriesInstanceUID for ds in datasets}
     if len(series) > 1:
         raise InputError(f"files of {len(series)} series mixed: {sorted(series)}", label)
+    notes = []
+    if any(ds.SOPClassUID == ENHANCED_CT_STORAGE for ds in datasets):
+        if len(datasets) > 1:
+            raise InputError(f"{len(datasets)} Enhanced CT files in one series: one multi-frame file expected",
+                             label)
+        datasets, files, pixels = enhanced_frames(datasets[0], files[0])
+    else:
+        datasets, files, notes = _without_localizers(datasets, files, label)
+        pixels = None
+    _check_one_frame_of_reference(datasets, label)
     geometry = _slice_geometry(datasets, files, label)
     order = np.argsort(geometry.positions)
     datasets = [datasets[n] for n in order]
@@ -238,13 +260,39 @@ def _interpret_series(files: list[Path], label: Path) -> DicomCT:
     affine[:3, 1] = geometry.column_direction * geometry.row_spacing
     affine[:3, 2] = geometry.normal * slice_spacing
     affine[:3, 3] = np.asarray(datasets[0].ImagePositionPatient, dtype=np.float64)
-    array = _stack_hounsfield(datasets, files)
+    array = _stack_hounsfield(datasets, files, None if pixels is None else pixels[order])
     for ds in datasets:
-        del ds.PixelData  # keep headers only: RTSTRUCT writing needs UIDs, not pixels
-    warnings = [] if len(datasets) > 1 else [
+        if "PixelData" in ds:
+            del ds.PixelData  # keep headers only: RTSTRUCT writing needs UIDs, not pixels
+    warnings = notes + ([] if len(datasets) > 1 else [
         f"single-slice series: slice spacing {slice_spacing:g} mm taken from the header"
-    ]
+    ])
     return DicomCT(Volume(array, affine, warnings=warnings), datasets)
+
+
+def _without_localizers(datasets, files, label):
+    """Scout images (ImageType ... LOCALIZER) that scanners put into the CT series are left out."""
+    scouts = [n for n, ds in enumerate(datasets) if "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]]
+    if not scouts:
+        return datasets, files, []
+    if len(scouts) == len(datasets):
+        raise InputError("the series holds only localizer (scout) images, no CT slices", label)
+    keep = [n for n in range(len(datasets)) if n not in set(scouts)]
+    note = f"{len(scouts)} localizer (scout) image(s) in the series left out: {files[scouts[0]].name}"
+    return [datasets[n] for n in keep], [files[n] for n in keep], [note]
+
+
+def _check_one_frame_of_reference(datasets, label) -> None:
+    """A repeat scan stored under one SeriesInstanceUID: two volumes, not one to interleave."""
+    counts: dict[str, int] = {}
+    for ds in datasets:
+        uid = str(ds.get("FrameOfReferenceUID", ""))
+        counts[uid] = counts.get(uid, 0) + 1
+    if len(counts) > 1:
+        listing = ", ".join(f"{uid or '(none)'} ({n} slices)" for uid, n in sorted(counts.items()))
+        raise InputError(f"one series holds slices on {len(counts)} frames of reference, a repeat scan under "
+                         f"one SeriesInstanceUID: {listing}; separate them (e.g. by FrameOfReferenceUID) "
+                         "before contouring", label)
 
 
 def _check_memory(files: list[Path], label: Path) -> None:
@@ -254,9 +302,10 @@ def _check_memory(files: list[Path], label: Path) -> None:
     try:
         first = pydicom.dcmread(files[0], stop_before_pixels=True)
         rows, columns = int(first.Rows), int(first.Columns)
+        frames = int(first.get("NumberOfFrames", 1) or 1)
     except Exception:  # unreadable or incomplete: the full read below says what is wrong
         return
-    check_fits((columns, rows, len(files)), label)
+    check_fits((columns, rows, len(files) * frames), label)
 
 
 @dataclass
@@ -361,7 +410,8 @@ def _check_no_tilt(datasets, geometry: _SliceGeometry, label) -> None:
         )
 
 
-def _stack_hounsfield(datasets, files) -> np.ndarray:
+def _stack_hounsfield(datasets, files, pixels: np.ndarray | None = None) -> np.ndarray:
+    """HU of every slice; ``pixels`` are the stored values when already decoded (Enhanced CT)."""
     slopes = [float(ds.get("RescaleSlope", 1) or 1) for ds in datasets]
     intercepts = [float(ds.get("RescaleIntercept", 0) or 0) for ds in datasets]
     integral = all(s.is_integer() for s in slopes) and all(c.is_integer() for c in intercepts)
@@ -369,13 +419,65 @@ def _stack_hounsfield(datasets, files) -> np.ndarray:
     first = datasets[0]
     array = np.empty((len(datasets), int(first.Rows), int(first.Columns)), dtype=dtype)
     for n, (ds, path) in enumerate(zip(datasets, files)):
-        try:
-            pixels = ds.pixel_array
-        except Exception as error:
-            raise InputError(f"cannot decode pixel data ({error})", path) from error
-        hu = pixels.astype(np.float32) * slopes[n] + intercepts[n]
+        stored = _decoded(ds, path) if pixels is None else pixels[n]
+        hu = stored.astype(np.float32) * slopes[n] + intercepts[n]
         if integral:
             hu = np.clip(hu, np.iinfo(np.int16).min, np.iinfo(np.int16).max)
         array[n] = hu
     return array
 
+
+
+def _decoded(ds: Dataset, path: Path) -> np.ndarray:
+    """The stored pixel values; a compression with no decoder installed is one clear line."""
+    try:
+        return ds.pixel_array
+    except Exception as error:
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if syntax is not None and syntax.is_compressed:
+            raise InputError(f"cannot decode pixel data compressed as {syntax.name} ({syntax}): "
+                             f"{str(error).strip().splitlines()[0]} (the decoders come with "
+                             "'pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle')",
+                             path) from error
+        raise InputError(f"cannot decode pixel data ({str(error).strip().splitlines()[0]})", path) from error
+
+
+FRAME_GROUPS = ("PixelMeasuresSequence", "PlaneOrientationSequence", "PixelValueTransformationSequence")
+
+
+def _frame_attribute(ds: Dataset, frame: Dataset, group: str, keyword: str, path: Path):
+    """An attribute of one frame of an Enhanced CT: per-frame functional group, else shared."""
+    for groups in (frame, ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]):
+        for item in groups.get(group, []):
+            if keyword in item:
+                return item.get(keyword)
+    raise InputError(f"Enhanced CT frame without {keyword} (in {group})", path)
+
+
+def enhanced_frames(ds: Dataset, path: Path) -> tuple[list[Dataset], list[Path], np.ndarray]:
+    """An Enhanced (multi-frame) CT as one header per frame, carrying that frame's position,
+    orientation, spacing and rescale from the functional groups, and ``frame_number`` (1-based)
+    for references; and the frames' stored pixel values."""
+    frames = ds.get("PerFrameFunctionalGroupsSequence", [])
+    if not frames or len(frames) != int(ds.get("NumberOfFrames", 0) or 0):
+        raise InputError("Enhanced CT without one per-frame functional group per frame", path)
+    top = Dataset()
+    for element in ds:
+        if element.keyword not in ("PixelData", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+            top.add(element)
+    headers = []
+    for number, frame in enumerate(frames, start=1):
+        header = copy.deepcopy(top)  # Dataset(top) would share top's elements
+        header.ImagePositionPatient = _frame_attribute(ds, frame, "PlanePositionSequence", "ImagePositionPatient", path)
+        header.ImageOrientationPatient = _frame_attribute(ds, frame, "PlaneOrientationSequence",
+                                                          "ImageOrientationPatient", path)
+        header.PixelSpacing = _frame_attribute(ds, frame, "PixelMeasuresSequence", "PixelSpacing", path)
+        for keyword in ("RescaleSlope", "RescaleIntercept"):
+            try:
+                setattr(header, keyword, _frame_attribute(ds, frame, "PixelValueTransformationSequence", keyword, path))
+            except InputError:
+                pass  # absent: slope 1, intercept 0
+        header.frame_number = number  # not a DICOM attribute: what references to this frame cite
+        headers.append(header)
+    pixels = _decoded(ds, path)
+    return headers, [path] * len(headers), pixels.reshape(len(headers), int(ds.Rows), int(ds.Columns))

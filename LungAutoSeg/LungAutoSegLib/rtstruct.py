@@ -202,9 +202,12 @@ def _structure_set(ct: DicomCT, frame: str, label: str) -> FileDataset:
 
 
 def _image_reference(ct_slice: Dataset) -> Dataset:
+    """A slice's reference; a frame of an Enhanced CT is its file plus the frame number."""
     image = Dataset()
     image.ReferencedSOPClassUID = ct_slice.SOPClassUID
     image.ReferencedSOPInstanceUID = ct_slice.SOPInstanceUID
+    if getattr(ct_slice, "frame_number", None) is not None:
+        image.ReferencedFrameNumber = ct_slice.frame_number
     return image
 
 

@@ -85,15 +85,27 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "case"
 
 
+def _case_names(patients: list[str]) -> dict[str, str]:
+    """A file-safe name per PatientID; IDs that clean up to the same name ('LUNG 01', 'LUNG/01',
+    two names in Japanese script) each get a short hash of the ID, so no patient vanishes."""
+    cleaned = {patient: _safe_name(patient) for patient in patients}
+    counts: dict[str, int] = {}
+    for name in cleaned.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {patient: name if counts[name] == 1 else f"{name}_{hashlib.sha1(patient.encode()).hexdigest()[:6]}"
+            for patient, name in cleaned.items()}
+
+
 def plan_cases(scan: DicomScan) -> list[CaseJob]:
     """One job per CT series; a patient with several CTs gets numbered cases."""
     by_patient: dict[str, list[SeriesInfo]] = {}
     for series in scan.ct_series():
         by_patient.setdefault(series.patient_id or series.uid, []).append(series)
+    names = _case_names(list(by_patient))
     jobs = []
     for patient, series_list in by_patient.items():
         for n, series in enumerate(series_list, start=1):
-            case = _safe_name(patient) + (f"_{n}" if len(series_list) > 1 else "")
+            case = names[patient] + (f"_{n}" if len(series_list) > 1 else "")
             jobs.append(CaseJob(case, series, scan.rtstructs_for(series)))
     return jobs
 
