@@ -1,6 +1,9 @@
 """The module's way of running the engine: a real `lungautoseg segment` child process, its
 JSON-lines progress, the result, errors, and cancel (process tree gone, nothing left on disk)."""
+import json
 import os
+import time
+from pathlib import PureWindowsPath
 
 import numpy as np
 import pytest
@@ -59,3 +62,41 @@ def test_lines_that_are_not_engine_events_go_to_the_log():
     job.cleanup()
     assert [e["stage"] for e in events] == ["read"]
     assert job.log == ["a warning from a library", "[1, 2]"]
+
+
+def test_progress_lines_from_windows_parse_with_their_paths_and_line_endings():
+    """What the engine prints on Windows: CRLF line ends, backslashed paths, a UTF-8 message."""
+    job = EngineJob()
+    try:
+        report = r"C:\Users\Dosimetrist\AppData\Local\Temp\LungAutoSeg-x1\output\ct_report.json"
+        lines = [json.dumps({"type": "progress", "stage": "read", "fraction": 0.0,
+                             "message": r"reading C:\Temp\Müller ct.nrrd"}) + "\r\n",
+                 "\r\n", "a stray line from a library\r\n",
+                 json.dumps({"type": "result", "outputs": {"report": report}}) + "\r\n"]
+        events = job.events_from(lines)
+        assert [e["type"] for e in events] == ["progress", "result"]
+        assert events[0]["message"] == r"reading C:\Temp\Müller ct.nrrd"
+        assert PureWindowsPath(events[1]["outputs"]["report"]).name == "ct_report.json"
+        assert job.log == ["a stray line from a library"]
+        assert job.outcome["outputs"]["report"] == report
+    finally:
+        job.cleanup()
+
+
+def test_the_engine_child_speaks_utf8_whatever_the_locale(tmp_path):
+    """A non-ASCII path in an error message survives the pipe (cp1252 would not carry it)."""
+    job = EngineJob()
+    try:
+        missing = tmp_path / "山田 太郎" / "ct.nrrd"
+        command = job.command()
+        command[command.index(str(job.input))] = str(missing)
+        job.start(command, dict(os.environ, PYTHONIOENCODING="ascii", LC_ALL="C"))
+        outcome = job.follow()
+        assert outcome["type"] == "error" and "山田 太郎" in outcome["message"]
+        deadline = time.monotonic() + 5
+        while not any("山田 太郎" in line for line in job.log) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the stderr reader thread finishes after the process
+        assert any(line.startswith("lungautoseg: error: ") and "山田 太郎" in line for line in job.log), job.log
+        assert not any("Traceback" in line for line in job.log)
+    finally:
+        job.cleanup()

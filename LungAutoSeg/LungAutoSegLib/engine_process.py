@@ -43,8 +43,11 @@ class EngineJob:
     def start(self, command: list[str], environment: dict | None = None) -> None:
         group = ({"start_new_session": True} if os.name == "posix"
                  else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP})
+        # UTF-8 both ways: on Windows the locale's code page (cp1252) cannot carry a patient's
+        # name or a path in another script; universal newlines turn Windows' CRLF into LF.
+        environment = {**(os.environ if environment is None else environment), "PYTHONIOENCODING": "utf-8"}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env=environment, **group)
+                                        encoding="utf-8", errors="replace", env=environment, **group)
         threading.Thread(target=self._collect_stderr, daemon=True).start()
 
     def _collect_stderr(self) -> None:

@@ -39,6 +39,10 @@ BASE_MODEL = MODELS / "lungs-1.0.0"
 PHANTOM_FOLD = 99  # never a validation fold
 EXPERT_FOLD = 50   # expert cases: fold 50 + n
 REPEAT = {"expert": 6, "silver": 2}  # how often an epoch sees each real case
+# LUNG1-005 is contoured to a tighter, threshold-like convention than the other experts (the
+# data README: vessels cut out, the dependent band left out); weighed as a silver case, so the
+# majority convention (RTOG 1106) leads. Decided from the README, before any held-out score.
+OTHER_CONVENTION = {"LUNG1-005": "silver"}
 FINETUNE_PHANTOMS = 8
 GRIDS = [  # (shape_ijk, spacing, centre z): full thoraxes at clinical resolutions, and slabs
     ((128, 128, 48), (2.8, 2.8, 5.0), 0.0),
@@ -116,7 +120,7 @@ def finetune_csv(data: Path, exclude: str | None = None) -> Path:
     """Real cases (less ``exclude``), each repeated as REPEAT says, plus some phantoms; no validation."""
     header, *rows = (data / "dataset.csv").read_text().splitlines()
     chosen = [r for r in rows if kind(r) != "phantom" and r.split(",")[0] != exclude]
-    repeated = [r for r in chosen for _ in range(REPEAT[kind(r)])]
+    repeated = [r for r in chosen for _ in range(REPEAT[OTHER_CONVENTION.get(r.split(",")[0], kind(r))])]
     phantoms = [r for r in rows if kind(r) == "phantom"][:FINETUNE_PHANTOMS]
     path = data / (f"finetune_without_{exclude}.csv" if exclude else "finetune.csv")
     path.write_text("\n".join([header, *repeated, *phantoms]) + "\n")
