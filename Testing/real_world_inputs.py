@@ -24,6 +24,8 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8
                          RLELossless, UID, generate_uid)
 
 from bad_inputs import ct_slices, edit, patient
+from LungAutoSegLib.dicom_io import read_dicom_ct
+from LungAutoSegLib.rtstruct import read_roi_masks, write_rtstruct
 
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 
@@ -34,6 +36,7 @@ class RealInput:
     write: Callable[[Path], Path]            # writes under root; returns what segment is given
     segment: tuple[str, ...] | None = None   # words of the one error line; None: contour as the clean CT
     tolerance: float = 0.0                   # allowed relative volume difference from the clean CT
+    export: tuple[str, ...] | None = None    # words of the reason export skips it; None: exported as clean
 
 
 def _patient(root: Path, change: Callable[[Path], None] | None = None) -> Path:
@@ -163,7 +166,7 @@ def _compressed(syntax: UID) -> Callable[[Path], Path]:
         elif syntax == JPEGBaseline8Bit:
             _jpeg_baseline(ds)
         else:
-            ds.compress(syntax)  # pydicom with pyjpegls, pylibjpeg-openjpeg, its own RLE
+            ds.compress(syntax, generate_instance_uid=False)  # pyjpegls, pylibjpeg-openjpeg, pydicom RLE
     return lambda root: _patient(root, lambda ct: edit(ct_slices(ct), change))
 
 
@@ -214,11 +217,15 @@ def enhanced_ct(source_slices: list[Path], path: Path) -> None:
 
 
 def _enhanced(root: Path) -> Path:
-    ct = _patient(root)
+    """The CT as one Enhanced CT file, and the RTSTRUCT redrawn on it (citing frame numbers)."""
+    folder, ct = patient(root)
+    rtstruct = next(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "RTSTRUCT")
+    masks = read_roi_masks(rtstruct, read_dicom_ct(ct), ["Lung_R", "Lung_L"]).masks
     files = ct_slices(ct)
     enhanced_ct(files, ct / "enhanced.dcm")
     for path in files:
         path.unlink()
+    write_rtstruct(read_dicom_ct(ct), masks, rtstruct, overwrite=True)
     return ct
 
 
@@ -236,7 +243,10 @@ CORPUS = [
     RealInput("RLE lossless", _compressed(RLELossless)),
     RealInput("JPEG Baseline 8-bit (lossy)", _compressed(JPEGBaseline8Bit), tolerance=0.01),
     RealInput("Enhanced CT (multi-frame)", _enhanced),
-    RealInput("two frames of reference in one series", _two_frames, ("2 frames of reference", "repeat scan")),
+    RealInput("two frames of reference in one series", _two_frames, ("2 frames of reference", "repeat scan"),
+              export=("2 frames of reference",)),
+    # export places the contours by geometry; only an RTSTRUCT written onto the CT needs the frame
     RealInput("no FrameOfReferenceUID", _drop("FrameOfReferenceUID"), ("no FrameOfReferenceUID",)),
-    RealInput("pixel data no decoder can read (MPEG2)", _undecodable, ("cannot decode", "MPEG2", "CT.00")),
+    RealInput("pixel data no decoder can read (MPEG2)", _undecodable, ("cannot decode", "MPEG2", "CT.00"),
+              export=("cannot decode", "MPEG2")),
 ]

@@ -110,3 +110,34 @@ def test_export_keeps_patients_whose_ids_clean_up_to_the_same_name(ids, tmp_path
     assert report["summary"]["exported"] == 2
     assert len({c["case"] for c in report["cases"]}) == 2 and {c["patient"] for c in report["cases"]} == set(ids)
     assert len(list((tmp_path / "out" / "labels").iterdir())) == 2
+
+
+@pytest.fixture(scope="module")
+def clean_label_counts(tmp_path_factory):
+    from lungautoseg_train.export import run_export
+
+    root = tmp_path_factory.mktemp("clean_export")
+    patient(root)
+    report = run_export(root / "dicom", ["Lung_R", "Lung_L"], root / "out", progress=False, workers=1)
+    label = read_volume(root / "out" / report["cases"][0]["label"]).array
+    return [int((label == v).sum()) for v in (1, 2)]
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
+def test_each_real_world_input_exports_like_the_clean_case_or_is_skipped_with_its_reason(case: RealInput, tmp_path,
+                                                                                         clean_label_counts):
+    from lungautoseg_train.export import run_export
+
+    case.write(tmp_path / "input")
+    before = fingerprint(tmp_path / "input")
+    report = run_export(tmp_path / "input" / "dicom", ["Lung_R", "Lung_L"], tmp_path / "out", progress=False,
+                        workers=1)
+    assert fingerprint(tmp_path / "input") == before
+    (result,) = report["cases"]
+    if case.export is not None:
+        assert result["status"] == "skipped" and all(w in result["reason"] for w in case.export), result["reason"]
+        assert not list((tmp_path / "out" / "labels").iterdir())
+        return
+    assert result["status"] == "exported", result["reason"]
+    label = read_volume(tmp_path / "out" / result["label"]).array
+    assert [int((label == v).sum()) for v in (1, 2)] == clean_label_counts  # contours, not pixels, make labels
