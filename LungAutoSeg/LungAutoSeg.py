@@ -170,6 +170,8 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
         self.updateButtons()
 
     def onProgress(self, event):
+        if event.get("type") != "progress":
+            return  # the final result or error event is onFinished's
         self.ui.progressBar.value = int(100 * event.get("fraction", 0))
         self.ui.statusLabel.text = event.get("message", "")
         self.ui.logText.appendPlainText(f"{event.get('stage')}: {event.get('message', '')}")
@@ -182,8 +184,15 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
             self.showError(outcome["message"])
         else:
             self.ui.outputSegmentationSelector.setCurrentNode(segmentationNode)
+            self.ui.progressBar.value = 100
             volumes = ", ".join(f"{k} {v['volume_ml']} ml" for k, v in outcome["structures"].items())
             self.ui.statusLabel.text = f"Done in {outcome['seconds']['total']:.1f} s: {volumes}"
+            warnings = outcome.get("warnings", [])
+            if warnings:  # the plausibility checks: never let a doubtful result pass as a clean one
+                self.ui.statusLabel.text += f". Check the result: {len(warnings)} warning(s)"
+                for warning in warnings:
+                    self.ui.logText.appendPlainText(f"WARNING: {warning}")
+                slicer.util.warningDisplay("\n".join(warnings), windowTitle="LungAutoSeg: check this result")
         self.updateButtons()
 
     def showError(self, message):
