@@ -15,14 +15,23 @@ def package():
 
 
 def test_the_bundled_package_is_verified_small_and_described(package):
-    assert package.root == bundled_package() and package.name == "lungs-1.0.0"
+    assert package.root == bundled_package() and package.name == "lungs-2.0.0"
     assert sha256_of(package.weights_path) == package.manifest["weights"]["sha256"]
     assert sum(p.stat().st_size for p in package.root.iterdir()) <= 20 * 1024 * 1024
     right = package.structures[0]
     assert right["name"] == "Lung_R" and right["label"] == 1
     assert right["snomed"]["type"][1] == "39607008" and right["snomed"]["modifier"][1] == "24028007"
-    card = (package.root / "MODEL_CARD.md").read_text()
-    assert "not clinically validated" in card.lower() and "leave one real case out" in card.lower()
+    card = (package.root / "MODEL_CARD.md").read_text().lower()
+    assert "not clinically validated" in card and "leave one expert patient out" in card
+    assert "non-commercial" in card and "cc by-nc 3.0" in card  # weights derived from NSCLC-Radiomics
+    assert "known failure modes" in card
+
+
+def test_the_previous_model_stays_importable_and_runs():
+    old = load_package(bundled_package().parent / "lungs-1.0.0")
+    assert old.manifest["version"] == "1.0.0"
+    phantom = make_phantom(21, "square_axial")
+    assert dice(segment(phantom.ct, old, device="cpu").labels.array == 1, phantom.masks["Lung_R"]) >= 0.9
 
 
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))

@@ -20,9 +20,8 @@ import numpy as np
 import pydicom
 from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from .atomic import atomic_path
@@ -130,8 +129,9 @@ def write_rtstruct(
         raise InputError("exists already (use --overwrite to replace it)", path)
     frame = ct.datasets[0].get("FrameOfReferenceUID")
     if not frame:  # an RTSTRUCT on an invented frame of reference would register to nothing
+        source = getattr(ct.datasets[0], "filename", None)
         raise InputError("the CT series has no FrameOfReferenceUID: an RTSTRUCT cannot be placed on it",
-                         Path(ct.datasets[0].filename).parent if ct.datasets[0].get("filename") else path)
+                         Path(source).parent if source else path)
     ds = _structure_set(ct, frame, series_description)
     for number, (name, mask) in enumerate(masks.items(), start=1):
         if mask.shape != ct.volume.array.shape:
