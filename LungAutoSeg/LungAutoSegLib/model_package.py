@@ -26,7 +26,16 @@ from .preprocess import Preprocessing
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "model.safetensors"
-BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+
+
+def _resources() -> Path:
+    """The module's Resources folder: beside the package in a checkout and in Slicer, inside it
+    (``LungAutoSegLib/resources``) when pip installed the package from a wheel."""
+    installed = Path(__file__).resolve().parent / "resources"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "Resources"
+
+
+BUNDLED_MODELS = _resources() / "Models"
 REQUIRED_KEYS = ("schema_version", "name", "version", "structures", "network", "preprocessing",
                  "inference", "weights")
 
