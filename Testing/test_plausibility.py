@@ -87,3 +87,11 @@ def test_missing_dense_asymmetric_and_broken_lungs_are_named():
     assert any("Lung_L not found" in w for w in plausibility.check(ct, ct.with_array(labels), LUNGS, {}))
     dense = ct.with_array(np.where(labels == 1, 20, ct.array).astype(np.int16))
     assert any("Lung_R is not aerated" in w for w in plausibility.check(dense, dense.with_array(labels), LUNGS, {}))
+
+
+def test_a_chest_ct_whose_scan_ends_inside_a_lung_is_told_incomplete_coverage(tmp_path):
+    """pyradiomics' lung1 ends inside the right lung base: its reference mask holds 61% of the
+    lung's largest cross-section on the first slice. That, and nothing else, is said."""
+    report = run_segment(_chest_source("reference", "pyrad_lung1"), tmp_path / "out", device="cpu")
+    assert report["warnings"] and all(w.startswith("incomplete coverage") for w in report["warnings"])
+    assert any("cuts Lung_R" in w for w in report["warnings"])
