@@ -277,7 +277,7 @@ def _without_localizers(datasets, files, label):
         return datasets, files, []
     if len(scouts) == len(datasets):
         raise InputError("the series holds only localizer (scout) images, no CT slices", label)
-    keep = [n for n in range(len(datasets)) if n not in set(scouts)]
+    keep = sorted(set(range(len(datasets))) - set(scouts))
     note = f"{len(scouts)} localizer (scout) image(s) in the series left out: {files[scouts[0]].name}"
     return [datasets[n] for n in keep], [files[n] for n in keep], [note]
 

@@ -26,10 +26,6 @@ MAX_ASYMMETRY = 2.5        # larger over smaller lung volume
 MAX_COMPONENTS = 2
 
 
-def _cross_sections(mask: np.ndarray) -> np.ndarray:
-    return mask.sum(axis=(1, 2))
-
-
 def _coverage(name: str, area: np.ndarray) -> list[str]:
     notes = []
     for index, end in ((0, "first"), (len(area) - 1, "last")):
@@ -45,7 +41,7 @@ def _structure(name: str, mask: np.ndarray, ct: Volume, components: int) -> tupl
     if not mask.any():
         return [f"{name} not found: no lung in this CT, or not a chest CT"], 0.0, False
     volume_ml = float(mask.sum()) * float(np.prod(ct.spacing)) / 1000
-    area = _cross_sections(mask)
+    area = mask.sum(axis=(1, 2))  # voxels per slice
     notes = _coverage(name, area)
     cut = bool(notes)
     mean_hu = float(ct.array[mask].mean())
@@ -76,7 +72,7 @@ def _body(ct: Volume, lungs: np.ndarray) -> list[str]:
         notes.append(f"the lungs fill only {share:.0%} of the body on their slices (a chest: 15-40%): "
                      "probably not a chest CT")
     step = float(ct.spacing[2])
-    extent, scan = len(range(*block.indices(len(ct.array)))) * step, len(ct.array) * step
+    extent, scan = (slices[-1] - slices[0] + 1) * step, len(ct.array) * step
     if scan > LONG_SCAN_MM and extent < MIN_EXTENT_MM:
         notes.append(f"lungs found over only {extent:.0f} mm of a {scan:.0f} mm scan: probably not a chest CT")
     return notes

@@ -185,7 +185,6 @@ def _structure_set(ct: DicomCT, frame: str, label: str) -> FileDataset:
     ds.InstanceCreationDate = ds.StructureSetDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = ds.StructureSetTime = now.strftime("%H%M%S")
     ds.ApprovalStatus = "UNAPPROVED"
-    ds.FrameOfReferenceUID = frame
     series = Dataset()
     series.SeriesInstanceUID = first.SeriesInstanceUID
     series.ContourImageSequence = Sequence([_image_reference(d) for d in ct.datasets])

@@ -169,22 +169,19 @@ def _ignore_mask(tumour: np.ndarray, spacing_kji, margin_mm: float) -> np.ndarra
     return ndimage.distance_transform_edt(~tumour, sampling=spacing_kji) <= margin_mm
 
 
-def _exclude_tumour(rtstruct: RTStructInfo, ct, masks: dict[str, np.ndarray], exclusion: Exclusion,
-                    result: CaseResult) -> np.ndarray | None:
-    """Cut the tumour ROIs out of every mask; the ignore mask, or None when no ROI matched."""
-    names = exclusion.matches(rtstruct.roi_names)
+def _exclude_tumour(tumours: dict[str, np.ndarray], spacing_kji, masks: dict[str, np.ndarray],
+                    exclusion: Exclusion, result: CaseResult) -> np.ndarray | None:
+    """Cut the tumour ROIs' masks out of every mask; the ignore mask, or None when no ROI matched."""
     if not exclusion.patterns:
         return None
-    if not names:
+    if not tumours:
         result.warnings.append(f"no ROI matches --exclude-roi {', '.join(exclusion.patterns)}: nothing ignored")
         return None
-    tumours = read_roi_masks(rtstruct.path, ct, names)
-    result.warnings += tumours.warnings
-    tumour = np.logical_or.reduce(list(tumours.masks.values()))
+    tumour = np.logical_or.reduce(list(tumours.values()))
     for mask in masks.values():
         mask &= ~tumour
-    result.excluded = names
-    return _ignore_mask(tumour, ct.volume.spacing[::-1], exclusion.margin_mm)
+    result.excluded = list(tumours)
+    return _ignore_mask(tumour, spacing_kji, exclusion.margin_mm)
 
 
 def export_case(job: CaseJob, rois: list[str], aliases: AliasTable, out: Path,
@@ -205,13 +202,16 @@ def export_case(job: CaseJob, rois: list[str], aliases: AliasTable, out: Path,
             raise CaseSkipped(f"missing ROIs: {', '.join(result.missing)} (RTSTRUCT has {rtstruct.roi_names})")
         ct = read_dicom_ct(job.series.files)
         result.warnings += ct.volume.warnings
-        roi_masks = read_roi_masks(rtstruct.path, ct, [result.matched[r] for r in rois])
+        tumour_names = exclusion.matches(rtstruct.roi_names)
+        wanted = list(dict.fromkeys([result.matched[r] for r in rois] + tumour_names))
+        roi_masks = read_roi_masks(rtstruct.path, ct, wanted)  # one read of the RTSTRUCT for all
         result.warnings += roi_masks.warnings
-        masks = {roi: roi_masks.masks[result.matched[roi]] for roi in rois}
+        masks = {roi: roi_masks.masks[result.matched[roi]].copy() for roi in rois}
         empty = [roi for roi, mask in masks.items() if not mask.any()]
         if empty:
             raise CaseSkipped(f"ROIs with no voxel on the CT: {', '.join(empty)}")
-        ignore = _exclude_tumour(rtstruct, ct, masks, exclusion, result)
+        ignore = _exclude_tumour({n: roi_masks.masks[n] for n in tumour_names}, ct.volume.spacing[::-1], masks,
+                                 exclusion, result)
         label = _label_map(masks, result)
         result.image = f"images/{job.case}.nii.gz"
         result.label = f"labels/{job.case}.nii.gz"
