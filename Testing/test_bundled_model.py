@@ -4,8 +4,9 @@ import json
 import pytest
 
 from conftest import GEOMETRIES, dice, make_phantom, shared_data
-from LungAutoSegLib.image_io import read_ct, read_volume
-from LungAutoSegLib.inference import segment
+from LungAutoSegLib.ct_reader import read_ct
+from LungAutoSegLib.image_io import read_volume
+from LungAutoSegLib.inference import predict
 from LungAutoSegLib.model_package import bundled_package, load_package, sha256_of
 
 
@@ -31,13 +32,13 @@ def test_the_previous_model_stays_importable_and_runs():
     old = load_package(bundled_package().parent / "lungs-1.0.0")
     assert old.manifest["version"] == "1.0.0"
     phantom = make_phantom(21, "square_axial")
-    assert dice(segment(phantom.ct, old, device="cpu").labels.array == 1, phantom.masks["Lung_R"]) >= 0.9
+    assert dice(predict(phantom.ct, old, device="cpu").labels.array == 1, phantom.masks["Lung_R"]) >= 0.9
 
 
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))
 def test_on_phantoms_in_every_orientation_lung_r_is_found_on_the_right(package, geometry):
     phantom = make_phantom(21, geometry)
-    result = segment(phantom.ct, package, device="cpu")
+    result = predict(phantom.ct, package, device="cpu")
     right = result.labels.array == 1
     assert dice(right, phantom.masks["Lung_R"]) >= 0.9
     assert dice(result.labels.array == 2, phantom.masks["Lung_L"]) >= 0.9
@@ -46,8 +47,8 @@ def test_on_phantoms_in_every_orientation_lung_r_is_found_on_the_right(package, 
 
 def test_on_a_real_ct_the_lungs_match_the_reference(package):
     folder = shared_data("reference", "pyrad_lung2")
-    ct = read_ct(shared_data(json.loads((folder / "case.json").read_text())["ct"]))
-    result = segment(ct, package, device="cpu", with_probabilities=True)
+    ct = read_ct(shared_data(json.loads((folder / "case.json").read_text())["ct"])).volume
+    result = predict(ct, package, device="cpu", with_probabilities=True)
     reference = read_volume(folder / "lung_r.nrrd").array > 0
     ignore = read_volume(folder / "ignore.nrrd").array > 0
     assert result.labels.array.shape == ct.array.shape

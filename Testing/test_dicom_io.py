@@ -11,7 +11,7 @@ from bad_inputs import edit
 from conftest import GEOMETRIES, make_phantom, shared_data
 from LungAutoSegLib.dicom_io import read_dicom_ct, scan_dicom
 from LungAutoSegLib.errors import InputError
-from LungAutoSegLib.image_io import read_ct
+from LungAutoSegLib.ct_reader import read_ct
 
 
 def write_series(folder: Path, geometry="square_axial", seed=0) -> tp.Phantom:
@@ -167,6 +167,6 @@ def ct_files(ct):
 
 def test_read_ct_dispatches_on_input(tmp_path):
     write_series(tmp_path / "dicom")
-    assert read_ct(tmp_path / "dicom").array.shape == (20, 96, 96)
+    assert read_ct(tmp_path / "dicom").volume.array.shape == (20, 96, 96)
     with pytest.raises(InputError, match="no such file"):
         read_ct(tmp_path / "absent.nrrd")

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import make_phantom
 from LungAutoSegLib.errors import InputError
-from LungAutoSegLib.image_io import read_ct, read_volume, write_volume
+from LungAutoSegLib.ct_reader import read_ct
+from LungAutoSegLib.image_io import read_volume, write_volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -1,6 +1,5 @@
 """Never silently wrong: every segmentation is checked, and CTs that are not chests get warnings."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import non_chest_phantoms as ncp
 from conftest import shared_data
 from LungAutoSegLib import cli, plausibility
 from LungAutoSegLib.image_io import write_volume
-from LungAutoSegLib.pipeline import run_segment
+from LungAutoSegLib.segment_command import run_segment
 from LungAutoSegLib.volume import Volume
 
 LUNGS = [{"name": "Lung_R", "label": 1}, {"name": "Lung_L", "label": 2}]

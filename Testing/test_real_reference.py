@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_data
-from LungAutoSegLib.image_io import read_ct, read_volume
+from LungAutoSegLib.ct_reader import read_ct
+from LungAutoSegLib.image_io import read_volume
 
 CASES = ["lidc_0001_slab", "lidc_0002_slab", "lidc_0003_slab", "pyrad_lung1", "pyrad_lung2", "tseg_example_ct"]
 
@@ -14,7 +15,7 @@ CASES = ["lidc_0001_slab", "lidc_0002_slab", "lidc_0003_slab", "pyrad_lung1", "p
 def test_reference_masks_sit_on_the_ct_grid_with_right_on_the_right(case):
     folder = shared_data("reference", case)
     info = json.loads((folder / "case.json").read_text())
-    ct = read_ct(shared_data(info["ct"]))
+    ct = read_ct(shared_data(info["ct"])).volume
     right, left = read_volume(folder / "lung_r.nrrd"), read_volume(folder / "lung_l.nrrd")
     assert list(ct.shape_ijk) == info["geometry"]["size"]
     assert np.allclose(ct.ijk_to_lps, right.ijk_to_lps, atol=1e-3)

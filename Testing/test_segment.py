@@ -113,7 +113,7 @@ def test_the_seg_nrrd_loads_in_slicer_mrml_with_names_colours_terminology_and_th
     labels = read_volume(output / f"{ct_folder.name}_labels.nii.gz")
     points, segment = _mrml_segment_lps_points(output / f"{ct_folder.name}.seg.nrrd", "Lung_R")
     expected = np.argwhere(labels.array == 1)[:, ::-1]
-    found = np.rint(labels.lps_to_ijk(points)).astype(int)
+    found = np.rint(labels.to_ijk(points)).astype(int)
     assert len(found) == len(expected)
     assert {tuple(p) for p in found} == {tuple(p) for p in expected}  # the same voxels, in world coordinates
     assert points[:, 0].mean() < -40  # right is -x in LPS

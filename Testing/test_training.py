@@ -18,12 +18,13 @@ from conftest import dice
 from wandb_records import items, records, run_file
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.image_io import read_volume, write_volume
-from LungAutoSegLib.inference import segment
+from LungAutoSegLib.inference import predict
 from LungAutoSegLib.model_package import load_package
 from LungAutoSegLib.networks import build_network
 from lungautoseg_train.cli import main as train_cli
-from lungautoseg_train.config import load_config
-from lungautoseg_train.train import load_checkpoint, train
+from lungautoseg_train.checkpoints import load_checkpoint
+from lungautoseg_train.config import load_config, model_plan
+from lungautoseg_train.train import train
 
 PHANTOM_GRID = dict(shape_ijk=(96, 96, 40), spacing=(3.8, 3.8, 6.0))
 TINY_UNET = {"class": "UNet", "channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1, "norm": "batch"}
@@ -66,11 +67,12 @@ def test_the_package_infers_exactly_as_the_checkpoint(trained):
     output, summary, _ = trained
     package = load_package(summary["package"])
     state = load_checkpoint(output / "checkpoints" / "best.pt")
+    assert package.plan == model_plan(state["config"])  # what training validated with is what inference runs
     network = build_network(state["config"]["network"], out_channels=3)
     network.load_state_dict(state["model"])
     phantom = tp.render(tp.make_anatomy(77), tp.make_grid(orientation="oblique", **PHANTOM_GRID))
-    from_package = segment(phantom.ct, package, device="cpu")
-    from_checkpoint = segment(phantom.ct, package, device="cpu", network=network.eval())
+    from_package = predict(phantom.ct, package, device="cpu")
+    from_checkpoint = predict(phantom.ct, package, device="cpu", network=network.eval())
     assert np.array_equal(from_package.labels.array, from_checkpoint.labels.array)
     right = from_package.labels.array == 1
     assert dice(right, phantom.masks["Lung_R"]) > 0.85

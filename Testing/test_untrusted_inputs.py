@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 import thorax_phantom as tp
 from LungAutoSegLib.dicom_io import read_dicom_ct
 from LungAutoSegLib.errors import InputError
-from LungAutoSegLib.inference import segment
+from LungAutoSegLib.inference import predict
 from LungAutoSegLib.model_package import load_package, sha256_of, write_package
 from LungAutoSegLib.networks import build_network
 from LungAutoSegLib.volume import Volume
@@ -71,7 +71,7 @@ def test_a_fuzzed_manifest_loads_and_runs_or_is_refused_with_input_error(tiny_pa
     (folder / "manifest.json").write_text(json.dumps(manifest))
     try:
         package = load_package(folder)
-        segment(tiny_ct, package, device="cpu")  # whatever was accepted must run
+        predict(tiny_ct, package, device="cpu")  # whatever was accepted must run
     except InputError as error:
         assert str(error)
     finally:

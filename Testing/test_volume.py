@@ -11,7 +11,7 @@ def test_affine_maps_index_to_lps_and_back():
     assert np.allclose(volume.direction, direction)
     ijk = np.array([[5, 4, 3], [0, 0, 0], [2.5, 1, 0.5]])
     lps = ijk @ volume.ijk_to_lps[:3, :3].T + volume.origin
-    assert np.allclose(volume.lps_to_ijk(lps), ijk)
+    assert np.allclose(volume.to_ijk(lps), ijk) and np.allclose(volume.to_lps(ijk), lps)
     centres = volume.voxel_centres_lps()
     assert centres.shape == (4, 5, 6, 3)
     assert np.allclose(centres[3, 4, 5], lps[0])  # array[k, j, i] is voxel (i, j, k)

@@ -256,7 +256,7 @@ def write_ct_series(ct: Volume, folder: Path, patient_id: str, study_uid: str,
         ds.SeriesDescription = "LungAutoSeg thorax phantom"
         ds.Manufacturer = "LungAutoSeg phantom"
         ds.InstanceNumber = nk - k if descending else k + 1
-        ds.ImagePositionPatient = [float(v) for v in ct.ijk_to_lps[:3, :3] @ [0, 0, k] + ct.origin]
+        ds.ImagePositionPatient = [float(v) for v in ct.to_lps([0, 0, k])]
         ds.ImageOrientationPatient = [float(v) for v in np.concatenate([direction[:, 0], direction[:, 1]])]
         ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # between rows, between columns
         ds.SliceThickness = float(spacing[2])

@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO / "Testing"))
 
 import thorax_phantom as tp  # noqa: E402
 from LungAutoSegLib.cli import example_ct  # noqa: E402
-from LungAutoSegLib.image_io import read_ct, volume_from_sitk  # noqa: E402
+from LungAutoSegLib.ct_reader import read_ct  # noqa: E402
+from LungAutoSegLib.image_io import volume_from_sitk  # noqa: E402
 
 LUNG2 = REPO.parent / "shared" / "data" / "real" / "pyradiomics_lung" / "lung2_image.nrrd"
 
@@ -45,7 +46,7 @@ def full_thorax_dicom(folder: Path) -> Path:
 def read_seconds(source: Path, repeat: int) -> tuple[float, float]:
     """Best of ``repeat``: reading in a fresh process, and inside this one."""
     fresh = inside = float("inf")
-    command = [sys.executable, "-c", f"from LungAutoSegLib.image_io import read_ct; read_ct({str(source)!r})"]
+    command = [sys.executable, "-c", f"from LungAutoSegLib.ct_reader import read_ct; read_ct({str(source)!r})"]
     for _ in range(repeat):
         started = time.perf_counter()
         subprocess.run(command, check=True)

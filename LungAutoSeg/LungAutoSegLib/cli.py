@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .image_io import read_ct
+from .ct_reader import read_ct
 
 
 def describe(volume) -> dict:
@@ -32,13 +32,13 @@ def describe(volume) -> dict:
 
 
 def _inspect(args) -> int:
-    volume = read_ct(args.input, args.series)
+    volume = read_ct(args.input, args.series).volume
     print(json.dumps({"input": str(args.input), **describe(volume)}, indent=2))
     return 0
 
 
 def _segment(args) -> int:
-    from .pipeline import run_segment
+    from .segment_command import run_segment
     from .progress import Progress
 
     progress = Progress(args.progress)
@@ -49,7 +49,8 @@ def _segment(args) -> int:
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
     try:
         report = run_segment(source, output, model=args.model, structures=structures, device=args.device,
-                             series_uid=args.series, overwrite=args.overwrite, progress=progress)
+                             series_uid=args.series, overwrite=args.overwrite, progress=progress,
+                             review=args.review)
     except InputError as error:
         progress.error(str(error), error.path)
         raise
@@ -58,18 +59,20 @@ def _segment(args) -> int:
         raise
     progress.result({"report": report["outputs"]["report"], "outputs": report["outputs"],
                      "structures": report["structures"], "seconds": report["seconds"],
-                     "warnings": report["warnings"]})
+                     "warnings": report["warnings"], "review": report.get("review")})
     for warning in report["warnings"]:  # on stderr, so a script that reads stdout still sees them
         print(f"lungautoseg: warning: {warning}", file=sys.stderr)
     if args.progress != "jsonl":
         for name, facts in report["structures"].items():
             print(f"{name}: {facts['volume_ml']} ml, {facts['components']} component(s)")
+        for line in report.get("review", {}).get("summary", []):
+            print(f"review {line}")
         print(f"{report['seconds']['total']} s on {report['device']}; outputs in {output}")
     return 0
 
 
 def output_dir_name(source: Path) -> str:
-    from .pipeline import output_name
+    from .segment_command import output_name
 
     return f"{output_name(source)}_lungautoseg"
 
@@ -111,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="jsonl: one JSON object per line on stdout (for the Slicer module)")
     segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     segment.add_argument("--example", action="store_true", help="run on the embedded example CT")
+    segment.add_argument("--review", action="store_true",
+                         help="also write <name>_review.nrrd, where the model is unsure, and list where to look")
     segment.set_defaults(run=_segment)
 
     info = commands.add_parser("info", help="print a model package's card (default: the bundled model)")

@@ -1,4 +1,4 @@
-"""Volume files (NRRD, NIfTI, MHA) through SimpleITK, and ``read_ct`` for any CT input.
+"""Volume files (NRRD, NIfTI, MHA) through SimpleITK (``ct_reader.read_ct`` reads a CT from any path).
 
 SimpleITK works in LPS like DICOM (it converts NIfTI's RAS on read and write), so a
 volume's geometry passes through unchanged. Writes are atomic: a temporary name in
@@ -80,27 +80,11 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, overwrite: bool = T
     return path
 
 
-def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> Volume:
-    """A CT from a DICOM folder or a volume file, on the project's geometry."""
-    return read_ct_with_headers(path, series_uid)[0]
-
-
-def read_ct_with_headers(path: str | os.PathLike, series_uid: str | None = None):
-    """``read_ct``, plus for DICOM input the slice headers (``DicomCT``; None for a volume
-    file), which an RTSTRUCT written for the CT must reference."""
-    from .dicom_io import read_dicom_ct
-
-    path = Path(path)
-    if path.is_dir() or (path.is_file() and not has_volume_suffix(path)):
-        dicom = read_dicom_ct(path if path.is_dir() else [path], series_uid)
-        return dicom.volume, dicom
-    if has_volume_suffix(path):
-        volume = read_volume(path)
-        if not np.issubdtype(volume.array.dtype, np.integer) and (
-                not np.all(np.isfinite(volume.array)) or _nifti_stores_nonfinite(path)):
-            raise InputError("image contains NaN or infinite values", path)
-        return volume, None
-    raise InputError("no such file or folder", path)
+def refuse_nonfinite(volume: Volume, path: Path) -> None:
+    """A float volume file with NaN or infinity is refused: no HU there to contour."""
+    if not np.issubdtype(volume.array.dtype, np.integer) and (
+            not np.all(np.isfinite(volume.array)) or _nifti_stores_nonfinite(path)):
+        raise InputError("image contains NaN or infinite values", path)
 
 
 NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64

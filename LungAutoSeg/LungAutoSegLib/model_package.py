@@ -21,7 +21,7 @@ from pathlib import Path
 from .atomic import atomic_folder
 from .errors import InputError
 from .networks import build_network, downsampling_factor
-from .preprocess import Preprocessing
+from .plan import ModelPlan
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -52,6 +52,7 @@ def sha256_of(path: Path) -> str:
 class ModelPackage:
     root: Path
     manifest: dict
+    plan: ModelPlan  # the manifest's preprocessing and inference settings, validated
 
     @property
     def name(self) -> str:
@@ -66,12 +67,8 @@ class ModelPackage:
         return [s["name"] for s in self.structures]
 
     @property
-    def preprocessing(self) -> Preprocessing:
-        return Preprocessing.from_dict(self.manifest["preprocessing"])
-
-    @property
-    def inference(self) -> dict:
-        return self.manifest["inference"]
+    def downsampling_factor(self) -> int:
+        return downsampling_factor(self.manifest["network"])
 
     @property
     def weights_path(self) -> Path:
@@ -103,8 +100,7 @@ def load_package(path: str | os.PathLike | None = None) -> ModelPackage:
         manifest = json.loads(manifest_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"manifest is not valid JSON: {error}", manifest_path) from error
-    _check_manifest(manifest, manifest_path)
-    package = ModelPackage(path, manifest)
+    package = ModelPackage(path, manifest, _checked_plan(manifest, manifest_path))
     weights = package.weights_path
     if weights.parent.resolve() != path.resolve():
         raise InputError(f"weights file must lie in the package folder: {manifest['weights']['file']!r}", manifest_path)
@@ -116,13 +112,10 @@ def load_package(path: str | os.PathLike | None = None) -> ModelPackage:
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # also a folder name: no "/" or ".."
-PADDINGS = ("replicate", "constant", "reflect", "circular")
-BLENDS = ("gaussian", "constant")
-LARGEST_WINDOW_SIDE = 512  # voxels; more would not fit in memory anyway
 SPACING_MM = (0.2, 20.0)   # model grid spacing a package may ask for
 
 
-def _check_manifest(manifest, path: Path) -> None:
+def _checked_plan(manifest, path: Path) -> ModelPlan:
     """Everything the engine will use, checked here: a manifest is untrusted data, and a bad
     one must be refused with its reason, not fail deep inside the network or the resampler."""
     if not isinstance(manifest, dict):
@@ -145,10 +138,18 @@ def _check_manifest(manifest, path: Path) -> None:
         raise InputError("manifest network and inference must be objects", path)
     if not isinstance(manifest["preprocessing"], dict):
         raise InputError("manifest preprocessing must be an object", path)
-    spacing = Preprocessing.from_dict(manifest["preprocessing"]).spacing
+    try:
+        factor = downsampling_factor(manifest["network"])
+    except (TypeError, ValueError) as error:
+        raise InputError(f"manifest network strides are not numbers: {error}", path) from error
+    try:
+        plan = ModelPlan.from_manifest(manifest, factor)
+    except InputError as error:
+        raise InputError(str(error), path) from error
+    spacing = plan.preprocessing.spacing
     if not all(SPACING_MM[0] <= s <= SPACING_MM[1] for s in spacing):
         raise InputError(f"manifest preprocessing spacing {list(spacing)} is outside {SPACING_MM} mm", path)
-    _check_inference(manifest["inference"], manifest["network"], path)
+    return plan
 
 
 def _check_structures(structures, path: Path) -> None:
@@ -165,36 +166,6 @@ def _check_structures(structures, path: Path) -> None:
             raise InputError(f"manifest structure {s['name']!r} needs a colour of three integers 0-255", path)
     if len({s["name"] for s in structures}) != len(structures):
         raise InputError("manifest structure names must differ", path)
-
-
-def _check_inference(inference: dict, network: dict, path: Path) -> None:
-    from .inference import DEFAULT_INFERENCE
-
-    settings = {**DEFAULT_INFERENCE, **inference}
-    try:
-        factor = downsampling_factor(network)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"manifest network strides are not numbers: {error}", path) from error
-    for key in ("patch_size", "window"):
-        size = settings[key]
-        if not (isinstance(size, list) and len(size) == 3 and all(
-                isinstance(n, int) and not isinstance(n, bool) and 0 < n <= LARGEST_WINDOW_SIDE and n % factor == 0
-                for n in size)):
-            raise InputError(f"manifest inference {key} must be 3 positive multiples of {factor} up to "
-                             f"{LARGEST_WINDOW_SIDE} (got {size!r})", path)
-    overlap = settings["overlap"]
-    if not (isinstance(overlap, (int, float)) and not isinstance(overlap, bool) and 0 <= overlap < 1):
-        raise InputError(f"manifest inference overlap must be in [0, 1) (got {overlap!r})", path)
-    for key, allowed in (("padding", PADDINGS), ("blend", BLENDS), ("activation", ("softmax",)),
-                         ("threshold", ("argmax",))):
-        if settings[key] not in allowed:
-            raise InputError(f"manifest inference {key} must be one of {', '.join(allowed)} "
-                             f"(got {settings[key]!r})", path)
-    steps = settings["postprocessing"]
-    if not (isinstance(steps, dict) and set(steps) <= set(DEFAULT_INFERENCE["postprocessing"])
-            and all(isinstance(v, bool) for v in steps.values())):
-        raise InputError(f"manifest inference postprocessing must map "
-                         f"{', '.join(DEFAULT_INFERENCE['postprocessing'])} to true or false", path)
 
 
 def _extract_zip(path: Path) -> Path:
@@ -228,7 +199,8 @@ def bundled_package() -> Path:
 
 def write_package(out: str | os.PathLike, manifest: dict, state_dict: dict, *, overwrite: bool = False,
                   extra_files: dict[str, str] | None = None) -> Path:
-    """Write ``out/<name>-<version>/`` with weights, manifest (checksum filled in) and extras."""
+    """Write ``out/<name>-<version>/`` with weights, manifest (checksum filled in) and extras.
+    ``manifest["preprocessing"]`` and ``["inference"]`` are best ``ModelPlan.to_manifest()``'s."""
     from safetensors.torch import save_file
 
     folder = Path(out) / f"{manifest['name']}-{manifest['version']}"

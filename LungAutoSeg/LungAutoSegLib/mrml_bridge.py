@@ -1,4 +1,4 @@
-"""The MRML bridge: engine volumes and label maps <-> Slicer volume and segmentation nodes.
+"""The MRML bridge: engine volumes <-> Slicer volume nodes, the engine's segments into segmentation nodes.
 
 The only engine module that imports ``slicer`` (Slicer's own Python, or ``slicer-core``
 from PyPI in tests). MRML works in RAS, the engine in LPS: the conversion is one fixed
@@ -11,7 +11,6 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .segmentation_io import terminology_entry
 from .volume import Volume
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
@@ -65,32 +64,34 @@ def _oriented_image(array: np.ndarray, ijk_to_lps: np.ndarray):
     return image
 
 
-def labels_to_segmentation_node(labels: Volume, structures: list[dict], node) -> list[str]:
-    """Add one segment per structure (name, colour, terminology) to ``node``; returns segment IDs.
+def load_segments(path, target) -> list[str]:
+    """The engine's .seg.nrrd (names, colours, terminology as it wrote them) into the segmentation
+    node ``target``, on the file's grid (the CT's); a segment of the same name is replaced, the
+    others (a user's own) are kept. Returns the loaded segments' names."""
+    scene = target.GetScene()
+    loaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    try:
+        storage.SetFileName(str(path))
+        if not storage.ReadData(loaded):
+            raise RuntimeError(f"could not read the segmentation {path}")
+        source, segmentation = loaded.GetSegmentation(), target.GetSegmentation()
+        names = []
+        for index in range(source.GetNumberOfSegments()):
+            name = source.GetNthSegment(index).GetName()
+            existing = segmentation.GetSegmentIdBySegmentName(name)
+            if existing:
+                segmentation.RemoveSegment(existing)
+            segmentation.CopySegmentFromSegmentation(source, source.GetNthSegmentID(index))
+            names.append(name)
+        return names
+    finally:
+        scene.RemoveNode(loaded)
+        scene.RemoveNode(storage)
 
-    The segmentation's reference geometry becomes the label map's grid (the CT's), so the
-    Segment Editor edits on the CT's voxels. A segment of the same name is replaced.
-    """
-    segmentation = node.GetSegmentation()
-    reference = _oriented_image(np.zeros((1, 1, 1), np.uint8), labels.ijk_to_lps)
-    reference.SetDimensions(*labels.shape_ijk)
-    segmentation.SetConversionParameter(
-        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
-        slicer.vtkSegmentationConverter.SerializeImageGeometry(reference))
-    identifiers = []
-    for structure in structures:
-        existing = segmentation.GetSegmentIdBySegmentName(structure["name"])
-        if existing:
-            segmentation.RemoveSegment(existing)
-        segment = slicer.vtkSegment()
-        segment.SetName(structure["name"])
-        segment.SetColor(*[c / 255 for c in structure["colour"]])
-        segment.SetTag("TerminologyEntry", terminology_entry(structure))
-        mask = (labels.array == structure["label"]).astype(np.uint8)
-        segment.AddRepresentation(BINARY_LABELMAP, _oriented_image(mask, labels.ijk_to_lps))
-        segmentation.AddSegment(segment, structure["name"])
-        identifiers.append(structure["name"])
-    return identifiers
+
+def ras_from_lps(point) -> list[float]:
+    return [float(v) for v in (RAS_FROM_LPS[:3, :3] @ np.asarray(point, dtype=np.float64))]
 
 
 def segment_mask(node, name: str, reference: Volume) -> np.ndarray:

@@ -54,8 +54,7 @@ def _centre(labels: Volume, grid: Volume) -> tuple[int, int, int]:
     if not inside.any():
         return tuple(n // 2 for n in grid.array.shape)
     kji = 2 * np.argwhere(inside).mean(axis=0)
-    lps = labels.ijk_to_lps[:3, :3] @ kji[::-1] + labels.ijk_to_lps[:3, 3]
-    on_grid = grid.lps_to_ijk(lps[None])[0][::-1]
+    on_grid = grid.to_ijk(labels.to_lps(kji[::-1]))[::-1]
     return tuple(int(np.clip(round(c), 0, n - 1)) for c, n in zip(on_grid, grid.array.shape))
 
 
@@ -63,11 +62,9 @@ def _plane(grid: Volume, axis: int, index: int) -> Volume:
     """The one-voxel-thick slab of ``grid`` at ``index`` along array ``axis`` (k, j or i)."""
     shape = list(grid.array.shape)
     shape[axis] = 1
-    offset = np.zeros(3)
-    offset[2 - axis] = index  # array axis (k, j, i) -> ijk column
-    affine = grid.ijk_to_lps.copy()
-    affine[:3, 3] = grid.ijk_to_lps[:3, :3] @ offset + grid.ijk_to_lps[:3, 3]
-    return Volume(np.zeros(shape, dtype=np.uint8), affine)
+    start = np.zeros(3)
+    start[2 - axis] = index  # array axis (k, j, i) -> ijk column
+    return grid.block(start, shape)
 
 
 def _nearest(labels: Volume, planes: list[Volume]) -> list[np.ndarray]:

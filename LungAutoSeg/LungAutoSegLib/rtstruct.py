@@ -1,13 +1,14 @@
 """DICOM RTSTRUCT read and write on the CT ``Volume``'s own geometry.
 
-Reading rasterises contours by the standard rule (``contours``: voxel centre inside the
-slice's polygons, even-odd, repeated outlines dropped), placing each contour on a slice by
-its position, so RTSTRUCTs without ContourImageSequence work too.
+Both directions go through the ``Volume``'s own voxel <-> LPS mapping (``to_ijk``, ``to_lps``),
+the one the CT was read with. Reading rasterises contours by the standard rule (``contours``:
+voxel centre inside the slice's polygons, even-odd, repeated outlines dropped), placing each
+contour on a slice by its position, so RTSTRUCTs without ContourImageSequence work too.
 
-Writing takes rt-utils' structure set, ROI and observation datasets but traces the
-contours itself (``contours.trace_slice``: re-reading gives back exactly the mask):
-rt-utils writes coordinates at full float precision, 17-18 characters, over the 16 that
-DICOM allows a DS value, and walks the mask across its slowest axis.
+Writing builds the structure set itself (its header copied from the CT: patient, study,
+character set) and traces each slice a quarter voxel inside the mask's boundary
+(``contours.trace_slice``), so re-reading by the same rule gives back exactly the mask; its
+coordinates are written with four decimals, within the 16 characters DICOM allows a DS value.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def contours_to_mask(volume: Volume, contour_sequence) -> tuple[np.ndarray, list
         if contour.get("ContourGeometricType", "CLOSED_PLANAR") != "CLOSED_PLANAR":
             continue  # points and open lines enclose nothing
         points = np.reshape(np.asarray(contour.ContourData, dtype=np.float64), (-1, 3))
-        ijk = volume.lps_to_ijk(points)
+        ijk = volume.to_ijk(points)
         plane = float(np.mean(ijk[:, 2]))
         k = int(round(plane))
         if len(points) < 3 or abs(plane - k) > PLANE_TOL_SLICES or not 0 <= k < volume.array.shape[0]:
@@ -212,11 +213,10 @@ def _image_reference(ct_slice: Dataset) -> Dataset:
 
 def contour_sequence(ct: DicomCT, mask: np.ndarray) -> Sequence:
     """Closed planar contours in LPS mm of ``mask`` (``array[k, j, i]``), slice by slice."""
-    ijk_to_lps = ct.volume.ijk_to_lps
     contours = Sequence()
     for k in np.flatnonzero(mask.any(axis=(1, 2))):
         for ij in trace_slice(mask[k]):
-            lps = ij @ ijk_to_lps[:3, :2].T + (k * ijk_to_lps[:3, 2] + ijk_to_lps[:3, 3])
+            lps = ct.volume.to_lps(np.column_stack([ij, np.full(len(ij), k)]))
             contours.append(_contour(ct.datasets[k], lps))
     return contours
 

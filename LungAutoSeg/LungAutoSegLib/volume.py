@@ -67,22 +67,30 @@ class Volume:
         nk, nj, ni = self.array.shape
         k = np.arange(nk)[k_slice]
         kk, jj, ii = np.meshgrid(k, np.arange(nj), np.arange(ni), indexing="ij")
-        ijk = np.stack([ii, jj, kk], axis=-1).astype(np.float64)
-        return ijk @ self.ijk_to_lps[:3, :3].T + self.ijk_to_lps[:3, 3]
+        return self.to_lps(np.stack([ii, jj, kk], axis=-1).astype(np.float64))
 
-    def lps_to_ijk(self, points_lps: np.ndarray) -> np.ndarray:
-        """Continuous voxel indices (i, j, k) of LPS points, shape (n, 3)."""
+    def to_lps(self, points_ijk) -> np.ndarray:
+        """LPS mm of continuous voxel indices (i, j, k), shape (..., 3): the one place the
+        voxel-to-patient mapping is applied to points."""
+        return np.asarray(points_ijk, dtype=np.float64) @ self.ijk_to_lps[:3, :3].T + self.ijk_to_lps[:3, 3]
+
+    def to_ijk(self, points_lps) -> np.ndarray:
+        """Continuous voxel indices (i, j, k) of LPS points, shape (..., 3): ``to_lps`` undone."""
         inverse = np.linalg.inv(self.ijk_to_lps)
-        points = np.asarray(points_lps, dtype=np.float64)
-        return points @ inverse[:3, :3].T + inverse[:3, 3]
+        return np.asarray(points_lps, dtype=np.float64) @ inverse[:3, :3].T + inverse[:3, 3]
+
+    def block(self, start_ijk, shape_kji) -> "Volume":
+        """An empty grid (uint8 zeros): this grid's voxels from ``start_ijk``, ``shape_kji`` of them."""
+        affine = self.ijk_to_lps.copy()
+        affine[:3, 3] = self.to_lps(start_ijk)
+        return Volume(np.zeros(tuple(int(n) for n in shape_kji), dtype=np.uint8), affine)
 
     def centroid_lps(self, mask: np.ndarray) -> np.ndarray:
         """LPS centre of mass of a boolean mask on this grid."""
         kji = np.argwhere(mask)
         if len(kji) == 0:
             raise ValueError("empty mask has no centroid")
-        ijk = kji[:, ::-1].mean(axis=0)
-        return self.ijk_to_lps[:3, :3] @ ijk + self.ijk_to_lps[:3, 3]
+        return self.to_lps(kji[:, ::-1].mean(axis=0))
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:

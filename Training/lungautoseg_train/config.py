@@ -14,6 +14,7 @@ import yaml
 
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.networks import UNET_DEFAULTS, downsampling_factor
+from LungAutoSegLib.plan import Inference, ModelPlan, Preprocessing
 
 DEFAULTS: dict = {
     "name": "lungs",                      # run name, and the model package's name
@@ -25,8 +26,8 @@ DEFAULTS: dict = {
         "structures": ["Lung_R", "Lung_L"],
         "cache_dir": None,                # preprocessed cases; default <output_dir>/cache
     },
-    "preprocessing": {"spacing": [3.0, 3.0, 3.0], "hu_window": [-1000.0, 500.0]},
-    "patch_size": [96, 96, 96],           # voxels along L, P, S (i, j, k)
+    "preprocessing": {"spacing": [3.0, 3.0, 3.0], "hu_window": list(Preprocessing.hu_window)},
+    "patch_size": list(Inference.patch_size),  # voxels along L, P, S (i, j, k)
     "batch_size": 2,                      # cases per step; each gives samples_per_case patches
     "samples_per_case": 2,
     "network": {"class": "UNet", **UNET_DEFAULTS},
@@ -34,8 +35,9 @@ DEFAULTS: dict = {
     "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-5},
     "schedule": {"name": "cosine", "warmup_steps": 0},  # cosine | poly | constant, stepped per step
     "epochs": 100,
-    # window: the largest sliding window (i, j, k) at validation, packaged for inference
-    "validation": {"interval": 1, "window": [208, 208, 160], "overlap": 0.25, "images_every": 5, "image_cases": 3},
+    # window: the largest sliding window (i, j, k) at validation, packaged for inference (model_plan)
+    "validation": {"interval": 1, "window": list(Inference.window), "overlap": Inference.overlap, "images_every": 5,
+                   "image_cases": 3},
     "early_stop_patience": None,          # validations without improvement before stopping
     "augmentation": {
         "rotate_degrees": 10.0, "scale": 0.1, "probability": 0.5,
@@ -127,10 +129,10 @@ def _validate(config: dict) -> None:
         raise InputError("config data.csv is required (the dataset.csv written by export)")
     if not config["data"]["structures"]:
         raise InputError("config data.structures must name at least one structure")
-    factor = downsampling_factor(config["network"])
-    for key, size in (("patch_size", config["patch_size"]), ("validation.window", config["validation"]["window"])):
-        if len(size) != 3 or any(int(n) % factor or int(n) <= 0 for n in size):
-            raise InputError(f"{key} {size} must be 3 positive multiples of {factor} for this network")
+    try:
+        model_plan(config)
+    except InputError as error:
+        raise InputError(f"config preprocessing, patch_size or validation.window/overlap: {error}") from None
     if config["loss"] not in ("dice_ce", "dice", "ce"):
         raise InputError(f"unknown loss {config['loss']!r} (dice_ce, dice or ce)")
     if config["optimizer"]["name"] not in ("adamw", "adam", "sgd"):
@@ -142,3 +144,12 @@ def _validate(config: dict) -> None:
             raise InputError(f"config {key} must be a positive integer, got {config[key]!r}")
     if config["wandb"]["mode"] not in (None, "online", "offline", "disabled"):
         raise InputError(f"wandb.mode must be online, offline or disabled, got {config['wandb']['mode']!r}")
+
+
+def model_plan(config: dict) -> ModelPlan:
+    """The plan a run trains for, validates with and packages: the config's preprocessing, its
+    patch and its validation window and overlap over the plan's defaults."""
+    inference = {"patch_size": config["patch_size"], "window": config["validation"]["window"],
+                 "overlap": config["validation"]["overlap"]}
+    return ModelPlan(Preprocessing.from_dict(config["preprocessing"]),
+                     Inference.from_dict(inference, downsampling_factor(config["network"])))

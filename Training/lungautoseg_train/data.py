@@ -21,9 +21,11 @@ from LungAutoSegLib.atomic import atomic_path
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.image_io import read_volume
 from LungAutoSegLib.preprocess import REVISION as PREPROCESSING_REVISION
-from LungAutoSegLib.preprocess import Preprocessing, image_to_model, labels_to_model
+from LungAutoSegLib.plan import Preprocessing
+from LungAutoSegLib.preprocess import image_to_model, labels_to_model
 
-REPORT_NAME = "export_report.json"
+from .dataset_files import REPORT_NAME
+
 IGNORE = 255  # label of voxels that training leaves out of the loss (the dataset's ignore mask)
 
 

@@ -1,6 +1,6 @@
 """``lungautoseg-train evaluate``: a model package scored on dataset cases, on each CT's own grid.
 
-The model runs through the engine's ``segment`` (what users get), and the metrics compare
+The model runs through the engine's ``inference.predict`` (what users get), and the metrics compare
 its label map with the reference label on the original CT grid, never on the model grid.
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from LungAutoSegLib.atomic import atomic_path
 from LungAutoSegLib.errors import InputError
-from LungAutoSegLib.image_io import read_ct, read_volume
-from LungAutoSegLib.inference import resolve_device, segment
+from LungAutoSegLib.ct_reader import read_ct
+from LungAutoSegLib.image_io import read_volume
+from LungAutoSegLib.inference import predict, resolve_device
 from LungAutoSegLib.model_package import load_package
 
 from .data import CaseRecord, label_values, read_dataset
@@ -51,7 +52,7 @@ def evaluate_records(package_path, records: list[CaseRecord], csv_path, *, devic
     values = label_values(csv_path, names)
     rows, overlays = [], {}
     for record in tqdm(records, desc="evaluate", unit="case", disable=not progress):
-        ct = read_ct(record.image)
+        ct = read_ct(record.image).volume
         reference = read_volume(record.label)
         _on_same_grid(ct, reference, record.label)
         ignore = None
@@ -59,7 +60,7 @@ def evaluate_records(package_path, records: list[CaseRecord], csv_path, *, devic
             ignore_volume = read_volume(record.ignore)
             _on_same_grid(ct, ignore_volume, record.ignore)
             ignore = ignore_volume.array > 0
-        result = segment(ct, package, device=device, network=network)
+        result = predict(ct, package, device=device, network=network)
         spacing_kji = ct.spacing[::-1]
         for label, (name, value) in enumerate(zip(names, values), start=1):
             metrics = structure_metrics(result.labels.array == label, reference.array == value, spacing_kji, ignore)

@@ -30,8 +30,8 @@ from LungAutoSegLib.image_io import write_volume
 from LungAutoSegLib.rtstruct import read_roi_masks
 from LungAutoSegLib.structures import AliasTable
 
-REPORT_NAME = "export_report.json"
-DATASET_NAME = "dataset.csv"
+from .dataset_files import DATASET_NAME, REPORT_NAME
+
 IGNORE_MARGIN_MM = 5.0  # tumour ROIs are ignored with this margin around them (RTOG 1106 excludes the GTV)
 
 

@@ -5,12 +5,11 @@ import datetime
 import shutil
 from pathlib import Path
 
-from LungAutoSegLib.inference import DEFAULT_INFERENCE
 from LungAutoSegLib.model_package import MANIFEST_NAME, write_package
-from LungAutoSegLib.preprocess import Preprocessing
 from LungAutoSegLib.structures import structure_entries
 
-from .train import inference_settings, load_checkpoint
+from .checkpoints import load_checkpoint
+from .config import model_plan
 
 CARD_NAME = "MODEL_CARD.md"
 
@@ -28,8 +27,7 @@ def manifest_from_checkpoint(state: dict, metrics: dict | None = None, run=None)
         "description": f"MONAI {config['network']['class']} for {', '.join(config['data']['structures'])} on CT",
         "structures": structure_entries(config["data"]["structures"]),
         "network": config["network"],
-        "preprocessing": Preprocessing.from_dict(config["preprocessing"]).to_dict(),
-        "inference": {**DEFAULT_INFERENCE, **inference_settings(config)},
+        **model_plan(config).to_manifest(),
         "provenance": {
             "training_data": config["data"]["csv"], "validation_fold": config["data"]["fold"],
             "epochs_trained": state["epoch"], "best_epoch": state["best_epoch"] + 1,

@@ -19,16 +19,18 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from LungAutoSegLib.atomic import atomic_path
 from LungAutoSegLib.errors import InputError
-from LungAutoSegLib.inference import predict_probabilities, probabilities_to_masks
+from LungAutoSegLib.inference import predict_probabilities
 from LungAutoSegLib.networks import build_network, downsampling_factor
-from LungAutoSegLib.preprocess import Preprocessing
+from LungAutoSegLib.plan import ModelPlan
+from LungAutoSegLib.postprocess import probabilities_to_masks
 
 from . import tracking
-from .data import PatchDataset, label_values, prepare_case, read_dataset, derived_seed, split
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import model_plan
+from .data import IGNORE, PatchDataset, derived_seed, label_values, prepare_case, read_dataset, split
 from .metrics import dice
-from .transforms import IGNORE, train_transform
+from .transforms import train_transform
 
 CHECKPOINTS = "checkpoints"
 
@@ -64,11 +66,6 @@ class Distributed:
     def close(self):
         if self.world > 1:
             dist.destroy_process_group()
-
-
-def inference_settings(config: dict) -> dict:
-    return {"patch_size": config["patch_size"], "window": config["validation"]["window"],
-            "overlap": config["validation"]["overlap"]}
 
 
 class SegmentationLoss(torch.nn.Module):
@@ -120,28 +117,13 @@ def _schedule(optimizer, settings: dict, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path, suffix=".pt") as temporary:
-        torch.save(state, temporary)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # no pickle code runs
-    except FileNotFoundError:
-        raise InputError("checkpoint not found", path) from None
-    except Exception as error:  # torch raises several types for a corrupt or foreign file
-        raise InputError(f"not a readable LungAutoSeg checkpoint ({type(error).__name__}: {error})", path) from error
-
-
-def validate(network, cases, config: dict, device) -> tuple[list[list[float]], dict[str, np.ndarray]]:
-    """Per case and structure Dice on the model grid after argmax + postprocessing, and the masks."""
+def validate(network, cases, plan: ModelPlan, factor: int, device) -> tuple[list[list[float]], dict[str, np.ndarray]]:
+    """Per case and structure Dice on the model grid after the plan's inference and
+    postprocessing, and the masks. ``factor``: the network's downsampling factor."""
     scores, predictions = [], {}
     for case in cases:
-        probabilities = predict_probabilities(network, case.image, inference_settings(config), str(device),
-                                              downsampling_factor(config["network"]))
-        masks = probabilities_to_masks(probabilities)
+        probabilities = predict_probabilities(network, case.image, plan.inference, str(device), factor)
+        masks = probabilities_to_masks(probabilities, plan.inference.postprocessing)
         scored = case.label != IGNORE
         scores.append([dice(mask & scored, case.label == n) for n, mask in enumerate(masks, start=1)])
         predictions[case.case] = masks
@@ -150,7 +132,7 @@ def validate(network, cases, config: dict, device) -> tuple[list[list[float]], d
 
 class Trainer:
     def __init__(self, config: dict, *, resume: bool, wandb_mode: str | None, progress: bool):
-        self.config, self.progress = config, progress
+        self.config, self.progress, self.plan = config, progress, model_plan(config)
         self.ranks = Distributed()
         self.output = Path(config["output_dir"])
         self.checkpoints = self.output / CHECKPOINTS
@@ -200,7 +182,7 @@ class Trainer:
         records = read_dataset(config["data"]["csv"])
         train_records, validation_records = split(records, config["data"]["fold"])
         values = label_values(config["data"]["csv"], self.structures)
-        settings = Preprocessing.from_dict(config["preprocessing"])
+        settings = self.plan.preprocessing
         cache = Path(config["data"]["cache_dir"] or self.output / "cache")
         if self.ranks.main:  # rank 0 fills the cache, the others then read it
             for record in tqdm(records, desc="preprocess", unit="case", disable=not self.progress):
@@ -208,7 +190,7 @@ class Trainer:
         self.ranks.barrier()
         prepare = lambda rs: [prepare_case(r, settings, values, cache) for r in rs]  # noqa: E731
         self.train_cases, self.validation_cases = prepare(train_records), prepare(validation_records)
-        self.dataset = PatchDataset(self.train_cases, train_transform(config), self.seed)
+        self.dataset = PatchDataset(self.train_cases, train_transform(config, self.plan.inference), self.seed)
         self.sampler = torch.utils.data.DistributedSampler(
             self.dataset, num_replicas=self.ranks.world, rank=self.ranks.rank, shuffle=True, seed=self.seed)
         from monai.data import list_data_collate
@@ -259,7 +241,7 @@ class Trainer:
             self.run.log(wandb_entry or {}, step=self.step)
 
     def _checkpoint(self, name: str):
-        _save_checkpoint(self.checkpoints / name, {
+        save_checkpoint(self.checkpoints / name, {
             "model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
             "best": self.best, "best_epoch": self.best_epoch, "stale": self.stale,
@@ -301,7 +283,8 @@ class Trainer:
 
     def validate_epoch(self) -> dict:
         cases = self.validation_cases[self.ranks.rank::self.ranks.world]
-        scores, self.predictions = validate(self.network.eval(), cases, self.config, self.ranks.device)
+        scores, self.predictions = validate(self.network.eval(), cases, self.plan,
+                                            downsampling_factor(self.config["network"]), self.ranks.device)
         scores = np.array(scores).reshape(-1, len(self.structures))
         sums = self.ranks.sum(list(np.nansum(scores, axis=0)) + list(np.sum(~np.isnan(scores), axis=0)))
         n = len(self.structures)
@@ -317,7 +300,7 @@ class Trainer:
         from LungAutoSegLib.structures import structure_entries
         from LungAutoSegLib.volume import Volume
 
-        settings = Preprocessing.from_dict(self.config["preprocessing"])
+        settings = self.plan.preprocessing
         low, high = settings.hu_window
         colours = [s["colour"] for s in structure_entries(self.structures)]
         images = []
@@ -366,35 +349,19 @@ class Trainer:
         return {"epochs": self.epoch, "steps": self.step, "best_mean_dice": self.best,
                 "best_epoch": self.best_epoch + 1, "checkpoint": str(self.checkpoints / "best.pt")}
 
-    def finish(self, summary: dict):
-        """Rank 0: package the best checkpoint, evaluate it on the validation cases, log both."""
-        if self.ranks.main:
-            from .package import package_checkpoint
-
-            folder = package_checkpoint(self.checkpoints / "best.pt", self.output / "package", overwrite=True,
-                                        metrics={"validation_mean_dice_model_grid": summary["best_mean_dice"]},
-                                        run=self.run)
-            summary["package"] = str(folder)
-            if self.validation_cases:  # the packaged model on the validation CTs' own grids
-                from .evaluate import evaluate_records, log_evaluation, write_evaluation
-
-                records = split(read_dataset(self.config["data"]["csv"]), self.config["data"]["fold"])[1]
-                evaluation = evaluate_records(folder, records, self.config["data"]["csv"],
-                                              with_overlays=self.run is not None)
-                write_evaluation(evaluation, self.output / "evaluation", overwrite=True)
-                summary["validation_evaluation"] = evaluation["mean"]
-                if self.run is not None:
-                    log_evaluation(self.run, evaluation)
-            if self.run is not None:
-                from .package import log_model_artifact
-
-                log_model_artifact(self.run, folder)
-                self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-                self.run.finish()
+    def close(self):
+        if self.run is not None:
+            self.run.finish()
         self.ranks.close()
-        return summary
 
 
 def train(config: dict, *, resume: bool = False, wandb_mode: str | None = None, progress: bool = True) -> dict:
+    """One run; then rank 0 packages the best checkpoint, evaluates it and logs both (``publish``)."""
+    from .publish import publish_run
+
     trainer = Trainer(config, resume=resume, wandb_mode=wandb_mode, progress=progress)
-    return trainer.finish(trainer.fit())
+    summary = trainer.fit()
+    if trainer.ranks.main:
+        summary.update(publish_run(trainer.checkpoints / "best.pt", config, summary, trainer.run))
+    trainer.close()
+    return summary

@@ -18,6 +18,7 @@ import math
 import numpy as np
 from monai.transforms import (Compose, MapTransform, RandAffined, RandCropByPosNegLabeld, RandGaussianNoised,
                               RandomizableTransform, RandScaleIntensityd, RandShiftIntensityd, SpatialPadd)
+from LungAutoSegLib.plan import Inference
 
 from .data import IGNORE
 
@@ -133,15 +134,17 @@ class RandScanEndd(RandomizableTransform, MapTransform):
         return {**data, "image": _like(image, data["image"]), "label": _like(label, data["label"])}
 
 
-def train_transform(config: dict) -> Compose:
-    patch = tuple(int(n) for n in reversed(config["patch_size"]))  # (i, j, k) -> array (k, j, i)
+def train_transform(config: dict, plan: Inference) -> Compose:
+    """Patches of the plan's size, padded the way inference pads its windows, augmented as the
+    config's ``augmentation`` says."""
+    patch = plan.patch_kji
     aug = config["augmentation"]
     keys = ["image", "label"]
     steps = []
     if aug["flip_left_right"]:
         steps.append(RandFlipLeftRightd(left_right_pairs(config["data"]["structures"])))
     steps += [
-        SpatialPadd(keys, spatial_size=patch, mode="edge"),  # as inference pads: repeat the edge slices
+        SpatialPadd(keys, spatial_size=patch, mode=plan.numpy_padding),
         RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=2, neg=1,
                                num_samples=config["samples_per_case"]),
         RandAffined(keys, prob=aug["probability"], rotate_range=[math.radians(aug["rotate_degrees"])] * 3,

@@ -30,7 +30,8 @@ SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "Testing"))
 
 import thorax_phantom as tp  # noqa: E402
-from LungAutoSegLib.image_io import read_ct, read_volume, write_volume  # noqa: E402
+from LungAutoSegLib.ct_reader import read_ct  # noqa: E402
+from LungAutoSegLib.image_io import read_volume, write_volume  # noqa: E402
 
 CONFIG = Path(__file__).with_name("bundled_lungs.yaml")
 MODELS = REPO / "LungAutoSeg" / "Resources" / "Models"
@@ -81,7 +82,7 @@ def write_data(data: Path, phantoms: int) -> None:
     for fold, case in enumerate(reference_cases()):
         folder = SHARED / "reference" / case
         info = json.loads((folder / "case.json").read_text())
-        ct = read_ct(SHARED / info["ct"])
+        ct = read_ct(SHARED / info["ct"]).volume
         labels = np.zeros(ct.array.shape, np.uint8)
         labels[read_volume(folder / "lung_r.nrrd").array > 0] = 1
         labels[read_volume(folder / "lung_l.nrrd").array > 0] = 2

@@ -1,9 +1,9 @@
-"""``lungautoseg segment``: a CT in, segment files and a report out.
+"""The ``lungautoseg segment`` command: a CT in, segment files and a report out.
 
 Outputs, all named after the input so several CTs can share one folder:
 ``<name>.seg.nrrd`` (Slicer segmentation), ``<name>_labels.nii.gz``, for DICOM input
-``<name>_rtstruct.dcm`` (referencing every slice of the series), ``<name>_report.json``
-and ``<name>_preview.png``. Existing outputs are refused unless ``overwrite``, before any
+``<name>_rtstruct.dcm`` (referencing every slice of the series), ``<name>_report.json``,
+``<name>_preview.png`` and, with ``review``, ``<name>_review.nrrd`` (``review.py``). Existing outputs are refused unless ``overwrite``, before any
 work starts. Every file is first written into a private staging folder inside the output
 folder and renamed into place only when all of them are complete: a failure leaves no
 output at all, and two runs writing into one folder never see each other's half files.
@@ -23,16 +23,18 @@ import SimpleITK as sitk
 from filelock import FileLock
 
 from .errors import InputError
-from .image_io import VOLUME_SUFFIXES, has_volume_suffix, read_ct_with_headers, write_volume
+from .ct_reader import read_ct
+from .image_io import VOLUME_SUFFIXES, has_volume_suffix, write_volume
 from .model_package import load_package
 from .plausibility import check as check_plausibility
 from .progress import Progress
+from .review import summary_lines as review_summary
 from .volume import Volume, bounding_box
 
 MIN_SLICES = 5  # fewer is not a 3D CT; the model saw slabs of 11 slices and more
 
 OUTPUTS = {"segmentation": "{}.seg.nrrd", "labels": "{}_labels.nii.gz", "rtstruct": "{}_rtstruct.dcm",
-           "report": "{}_report.json", "preview": "{}_preview.png"}
+           "report": "{}_report.json", "preview": "{}_preview.png", "review": "{}_review.nrrd"}
 
 
 def output_name(source: Path) -> str:
@@ -92,7 +94,8 @@ def _structure_report(labels: Volume, structure: dict) -> dict:
 
 
 def run_segment(source, output_dir, *, model=None, structures: list[str] | None = None, device: str = "auto",
-                series_uid: str | None = None, overwrite: bool = False, progress: Progress | None = None) -> dict:
+                series_uid: str | None = None, overwrite: bool = False, progress: Progress | None = None,
+                review: bool = False) -> dict:
     """Segment ``source`` into ``output_dir``; on any failure, no output and no folder it made is left."""
     source, output_dir = Path(source), Path(output_dir)
     if not source.exists():
@@ -100,28 +103,29 @@ def run_segment(source, output_dir, *, model=None, structures: list[str] | None 
     made = _check_output_folder(output_dir)
     try:
         return _run_segment(source, output_dir, model, structures, device, series_uid, overwrite,
-                            progress or Progress("none"))
+                            progress or Progress("none"), review)
     except BaseException:
         _remove_made(made)
         raise
 
 
 def _run_segment(source: Path, output_dir: Path, model, structures, device, series_uid, overwrite,
-                 progress: Progress) -> dict:
-    from .inference import segment
+                 progress: Progress, review: bool) -> dict:
+    from .inference import predict
 
     started, timings = time.perf_counter(), {}
     package = load_package(model)
     chosen = _select(package, structures)
     name = output_name(source)
     is_dicom = source.is_dir() or not has_volume_suffix(source)
-    planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items()
-               if key != "rtstruct" or is_dicom}
+    wanted = {"rtstruct": is_dicom, "review": review}
+    planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items() if wanted.get(key, True)}
     _refuse_existing(planned, overwrite, output_dir)
 
     progress.stage("read", 0.0, f"reading {source}")
     lap = time.perf_counter()
-    ct, dicom = read_ct_with_headers(source, series_uid)
+    loaded = read_ct(source, series_uid)
+    ct, dicom = loaded.volume, loaded.dicom
     timings["read"] = round(time.perf_counter() - lap, 3)
     if dicom is not None and not dicom.datasets[0].get("FrameOfReferenceUID"):
         raise InputError("the CT series has no FrameOfReferenceUID, so no RTSTRUCT could be registered to it "
@@ -130,7 +134,7 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         raise InputError(f"the CT has {ct.shape_ijk[2]} slice(s): contouring needs a 3D CT of at least "
                          f"{MIN_SLICES} slices", source)
 
-    result = segment(ct, package, device=device,  # segment's own fractions, scaled into 0.05..0.85
+    result = predict(ct, package, device=device, with_review=review,  # predict's fractions, into 0.05..0.85
                      progress=lambda stage, done: progress.stage(stage, 0.05 + 0.8 * done, f"{stage} done"))
     timings.update(result.timings)
     labels = _keep(result.labels, chosen)
@@ -150,6 +154,9 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         "structures": structure_reports,
         "warnings": ct.warnings + plausibility, "outputs": {key: str(path) for key, path in planned.items()},
     }
+    if review:
+        ranges = {s["name"]: result.review.ranges[s["name"]] for s in chosen}
+        report["review"] = {"ranges": ranges, "summary": review_summary(ranges)}
 
     def write_files(staged: dict[str, Path]) -> None:
         write_seg_nrrd(labels, chosen, staged["segmentation"])
@@ -158,6 +165,8 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
             write_rtstruct(dicom, {s["name"]: labels.array == s["label"] for s in chosen}, staged["rtstruct"],
                            series_description=f"LungAutoSeg {package.name}"[:64], generation_algorithm="AUTOMATIC")
         _write_preview(ct, labels, chosen, staged["preview"])
+        if review:
+            write_volume(result.review.map, staged["review"])
         timings["write"] = round(time.perf_counter() - lap, 3)
         timings["total"] = round(time.perf_counter() - started, 3)
         report["seconds"] = timings

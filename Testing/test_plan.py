@@ -1,0 +1,52 @@
+"""The model plan: one typed definition of preprocessing and inference, read and written the same
+way by training and inference; the bundled packages' manifests load into it and write back unchanged."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from LungAutoSegLib.errors import InputError
+from LungAutoSegLib.model_package import BUNDLED_MODELS, load_package
+from LungAutoSegLib.plan import PADDINGS, Inference, ModelPlan, Postprocessing, Preprocessing
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
+def test_the_bundled_manifests_load_into_the_plan_and_write_back_unchanged(version):
+    folder = BUNDLED_MODELS / f"lungs-{version}"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    plan = load_package(folder).plan
+    assert plan == ModelPlan(Preprocessing((2.5, 2.5, 2.5), (-1000.0, 500.0)),
+                             Inference(patch_size=(96, 96, 64), window=(208, 208, 160)))
+    assert plan.inference.patch_kji == (64, 96, 96)  # array order: k (S) first
+    assert json.loads(json.dumps(plan.to_manifest())) == {k: manifest[k] for k in ("preprocessing", "inference")}
+
+
+def test_settings_a_manifest_leaves_out_take_the_plans_defaults():
+    inference = Inference.from_dict({"patch_size": [32, 32, 16], "postprocessing": {"fill_holes": False},
+                                     "a_later_setting": 1}, factor=16)
+    assert inference.window == (208, 208, 160) and inference.overlap == 0.25 and inference.padding == "replicate"
+    assert inference.postprocessing == Postprocessing(largest_component=True, fill_holes=False)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"patch_size": [96, 96, 40]}, "patch_size must be 3 positive multiples of 16"),
+    ({"window": [208, 208]}, "window must be 3 positive multiples of 16"),
+    ({"overlap": 1.0}, r"overlap must be in \[0, 1\)"),
+    ({"padding": "edge"}, "padding must be one of replicate"),
+    ({"postprocessing": {"smooth": True}}, "postprocessing must map largest_component, fill_holes"),
+])
+def test_a_bad_inference_setting_is_refused_by_name(settings, message):
+    with pytest.raises(InputError, match=message):
+        Inference.from_dict(settings, factor=16)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_training_pads_its_patches_as_inference_pads_its_windows(padding):
+    """The NumPy name training's transforms use means what the torch name of the manifest means."""
+    image = np.random.default_rng(0).random((5, 6, 7), dtype=np.float32)
+    pad = [(2, 3), (1, 2), (3, 1)]  # (k, j, i), before and after
+    by_torch = torch.nn.functional.pad(torch.from_numpy(image)[None, None], [n for p in pad[::-1] for n in p],
+                                       mode=padding)[0, 0].numpy()
+    by_numpy = np.pad(image, pad, mode=Inference(padding=padding).numpy_padding)
+    assert np.array_equal(by_torch, by_numpy)
