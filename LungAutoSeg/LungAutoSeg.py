@@ -1,9 +1,10 @@
 """LungAutoSeg: "Segment right lung" in 3D Slicer (thin; the work is in LungAutoSegLib).
 
-The Logic writes the CT to a temporary NRRD, runs the engine (`lungautoseg segment`) with
-Slicer's own Python in a child process, follows its JSON-lines progress from a reader
-thread (the UI never freezes; Cancel kills the process tree), and loads the label map
-into a segmentation node on the CT's grid with names, colours and SNOMED terminology.
+The Logic writes the CT to a temporary NRRD, runs the engine (`lungautoseg segment --review`)
+with Slicer's own Python in a child process, follows its JSON-lines progress from a reader
+thread (the UI never freezes; Cancel kills the process tree), and loads the engine's own
+.seg.nrrd (names, colours, SNOMED terminology as the engine wrote them) into a segmentation
+node on the CT's grid, and its review map (where the model is unsure) as a volume.
 """
 import importlib.util
 import os
@@ -45,6 +46,8 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
         widget.setMRMLScene(slicer.mrmlScene)
         self.structureBoxes = {}
         self.job = None
+        self.restoring = True  # until the saved parameters are restored, nothing may overwrite them
+        self.reviewNode, self.reviewCentres = None, []  # the last run's review map and its ranges (RAS)
         self.ui.deviceSelector.addItems(["Auto", "CPU", "GPU"])
         self.ui.deviceLabel.text = f"Device ({self.logic.detectedDevice()} detected):"
         self.refreshModels()
@@ -54,17 +57,21 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
         self.ui.editButton.clicked.connect(self.onEdit)
         self.ui.show3DButton.toggled.connect(self.onShow3D)
         self.ui.exportRtstructButton.clicked.connect(self.onExportRtstruct)
+        self.ui.showReviewCheckBox.toggled.connect(self.onShowReview)
+        self.ui.reviewList.itemClicked.connect(self.onReviewRangeClicked)
         for selector in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector):
             selector.currentNodeChanged.connect(self.saveParameters)
         self.ui.deviceSelector.currentIndexChanged.connect(self.saveParameters)
         self.restoreParameters()
-        self.updateButtons()
+        self.restoring = False
+        self.saveParameters()
 
     # --- models and structures -----------------------------------------------------------
     def refreshModels(self):
         self.ui.modelSelector.clear()
         for folder in self.logic.installedModels():
             self.ui.modelSelector.addItem(folder.name, str(folder))
+        self.ui.modelSelector.setCurrentIndex(max(0, self.ui.modelSelector.findData(str(self.logic.defaultModel()))))
         self.onModelChanged()
 
     def currentModel(self):
@@ -105,6 +112,8 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
 
     # --- parameter node: a saved scene restores the module's state -----------------------
     def saveParameters(self, *_):
+        if self.restoring:
+            return
         parameters = self.logic.getParameterNode()
         parameters.SetNodeReferenceID("InputVolume", self.ui.inputVolumeSelector.currentNodeID)
         parameters.SetNodeReferenceID("OutputSegmentation", self.ui.outputSegmentationSelector.currentNodeID)
@@ -144,6 +153,7 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
         result = self.ui.outputSegmentationSelector.currentNode() is not None and not running
         for button in (self.ui.editButton, self.ui.show3DButton, self.ui.exportRtstructButton):
             button.enabled = result
+        self.ui.showReviewCheckBox.enabled = self.reviewNode is not None and not running
 
     def onApplyOrCancel(self):
         if self.job is not None:
@@ -185,6 +195,7 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
         else:
             self.ui.outputSegmentationSelector.setCurrentNode(segmentationNode)
             self.ui.progressBar.value = 100
+            self.showReviewRanges(outcome.get("review"))
             volumes = ", ".join(f"{k} {v['volume_ml']} ml" for k, v in outcome["structures"].items())
             self.ui.statusLabel.text = f"Done in {outcome['seconds']['total']:.1f} s: {volumes}"
             warnings = outcome.get("warnings", [])
@@ -199,6 +210,41 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
         self.ui.statusLabel.text = f"Failed: {message}"
         self.ui.logText.appendPlainText(f"ERROR: {message}")
         slicer.util.errorDisplay(message, windowTitle="LungAutoSeg")
+
+    # --- review: where the model is unsure ------------------------------------------------
+    def showReviewRanges(self, review):
+        from LungAutoSegLib.mrml_bridge import ras_from_lps
+
+        if self.reviewNode is not None and self.reviewNode is not self.logic.reviewNode:
+            slicer.mrmlScene.RemoveNode(self.reviewNode)  # the previous run's map
+        self.reviewNode = self.logic.reviewNode
+        self.ui.reviewList.clear()
+        self.reviewCentres = []
+        for name, ranges in ((review or {}).get("ranges") or {}).items():
+            for found in ranges:
+                first, last = found["slices"]
+                self.ui.reviewList.addItem(f"{name}: slices {first}-{last}, {found['where']} "
+                                           f"({100 * found['share']:.0f}% of its doubt)")
+                self.reviewCentres.append(ras_from_lps(found["centre_lps_mm"]))
+        if self.ui.showReviewCheckBox.checked:
+            self.onShowReview(True)
+
+    def onShowReview(self, show):
+        """The review map over the CT in every slice view (bright: unsure), or off again."""
+        ct = self.ui.inputVolumeSelector.currentNode()
+        for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+            if show and self.reviewNode is not None:
+                composite.SetBackgroundVolumeID(ct.GetID() if ct else None)
+                composite.SetForegroundVolumeID(self.reviewNode.GetID())
+                composite.SetForegroundOpacity(0.5)
+            elif composite.GetForegroundVolumeID() == (self.reviewNode.GetID() if self.reviewNode else None):
+                composite.SetForegroundVolumeID(None)
+
+    def onReviewRangeClicked(self, item):
+        row = self.ui.reviewList.row(item)
+        if 0 <= row < len(self.reviewCentres):
+            r, a, s = self.reviewCentres[row]
+            slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
     # --- after segmentation --------------------------------------------------------------
     def onEdit(self):
@@ -227,10 +273,20 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
 class LungAutoSegLogic(ScriptedLoadableModuleLogic):
     """Runs the engine; ``segment(..., wait=True)`` is the synchronous path for scripts and the self-test."""
 
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleLogic.__init__(self, parent)
+        self.reviewNode = None  # the last run's review map
+
     def modelFolders(self):
         bundled = Path(__file__).resolve().parent / "Resources" / "Models"
         user = Path(slicer.app.slicerUserSettingsFilePath).parent / "LungAutoSeg" / "models"  # survives upgrades
         return bundled, user
+
+    def defaultModel(self):
+        """The engine's own default: the newest bundled package."""
+        from LungAutoSegLib.model_package import bundled_package
+
+        return bundled_package()
 
     def installedModels(self):
         return [p for folder in self.modelFolders() if folder.is_dir()
@@ -269,7 +325,8 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
                 return False
         missing = []
         for module, requirement in (("monai", "monai>=1.5,<1.7"), ("safetensors", "safetensors>=0.4"),
-                                    ("filelock", "filelock>=3.12"), ("tqdm", "tqdm")):
+                                    ("filelock", "filelock>=3.12"), ("tqdm", "tqdm"),
+                                    ("cv2", "opencv-python-headless>=4.8")):
             if importlib.util.find_spec(module) is None:
                 missing.append(requirement)
         if missing:
@@ -289,7 +346,7 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
 
         job = EngineJob(python=shutil.which("PythonSlicer") or slicer.app.slicerHome + "/bin/PythonSlicer")
         slicer.util.exportNode(ctNode, str(job.input), {"useCompression": 0})
-        command = job.command(model=model, structures=structures, device=device)
+        command = job.command(model=model, structures=structures, device=device, review=True)
         moduleFolder = str(Path(__file__).resolve().parent)  # PythonSlicer does not see module paths
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [moduleFolder,
                                                                             os.environ.get("PYTHONPATH")])))
@@ -329,26 +386,37 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         return job
 
     def _load(self, outcome, ctNode, segmentationNode, model):
-        """The engine's label map into a segmentation node on the CT's grid, under the CT's study."""
+        """The engine's .seg.nrrd into a segmentation node on the CT's grid, under the CT's study
+        (segments of the same name replaced, others kept); its review map as a volume."""
+        self.reviewNode = None
         if outcome["type"] != "result":
             return None
-        from LungAutoSegLib.image_io import read_volume
-        from LungAutoSegLib.model_package import load_package
-        from LungAutoSegLib.mrml_bridge import labels_to_segmentation_node
+        from LungAutoSegLib.mrml_bridge import load_segments
 
-        labels = read_volume(outcome["outputs"]["labels"])
-        package = load_package(model)
-        chosen = [s for s in package.structures if s["name"] in outcome["structures"]]
         if segmentationNode is None:
             segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
                                                                   f"{ctNode.GetName()} LungAutoSeg")
             segmentationNode.CreateDefaultDisplayNodes()
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(ctNode)
-        labels_to_segmentation_node(labels, chosen, segmentationNode)
+        load_segments(outcome["outputs"]["segmentation"], segmentationNode)
         hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
-        hierarchy.SetItemParent(hierarchy.GetItemByDataNode(segmentationNode),
-                                hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ctNode)))
+        study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ctNode))
+        hierarchy.SetItemParent(hierarchy.GetItemByDataNode(segmentationNode), study)
+        if "review" in outcome["outputs"]:
+            self.reviewNode = self._loadReviewMap(outcome["outputs"]["review"], f"{ctNode.GetName()} LungAutoSeg review")
+            hierarchy.SetItemParent(hierarchy.GetItemByDataNode(self.reviewNode), study)
         return segmentationNode
+
+    def _loadReviewMap(self, path, name):
+        node = slicer.util.loadVolume(path, {"name": name, "show": False})
+        node.SetAndObserveStorageNodeID(None)  # its file is temporary: saving the scene writes it anew
+        display = node.GetDisplayNode()
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(0, 100)  # percent doubt
+        display.SetApplyThreshold(True)
+        display.SetLowerThreshold(10)  # no doubt: see-through
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeRainbow")
+        return node
 
 
 class LungAutoSegTest(ScriptedLoadableModuleTest):

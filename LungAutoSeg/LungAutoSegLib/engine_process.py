@@ -31,9 +31,10 @@ class EngineJob:
         self.process: subprocess.Popen | None = None
         self.cancelled = False
 
-    def command(self, *, model=None, structures: list[str] | None = None, device: str = "auto") -> list[str]:
+    def command(self, *, model=None, structures: list[str] | None = None, device: str = "auto",
+                review: bool = False) -> list[str]:
         command = [self.python, "-m", "LungAutoSegLib.cli", "segment", str(self.input), "-o", str(self.output),
-                   "--progress", "jsonl", "--device", device]
+                   "--progress", "jsonl", "--device", device] + (["--review"] if review else [])
         if model is not None:
             command += ["--model", str(model)]
         if structures:

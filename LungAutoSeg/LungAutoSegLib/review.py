@@ -62,15 +62,31 @@ def doubt_ranges(structure_doubt: np.ndarray, mask: np.ndarray, grid: Volume, ct
     chosen = order[: int(np.searchsorted(np.cumsum(per_slice[order]), DOUBT_SHARE * total)) + 1]
     ranges = _runs(sorted(int(k) for k in chosen))
     ranges.sort(key=lambda run: -per_slice[run[0]:run[1] + 1].sum())
-    return [_describe(run, structure_doubt, per_slice, total, mask, grid, ct) for run in ranges[:MAX_RANGES]]
+    beyond_edge = structure_doubt * ~_rim(mask)  # where the doubt lies, without the band every edge has
+    return [_describe(run, beyond_edge if beyond_edge[run[0]:run[1] + 1].any() else structure_doubt, per_slice,
+                      total, mask, grid, ct) for run in ranges[:MAX_RANGES]]
+
+
+def _rim(mask: np.ndarray) -> np.ndarray:
+    """The structure's edge voxels and their neighbours (in 3D): where a clean edge's doubt lies."""
+    edge = mask & ~_eroded(mask)
+    rim = edge.copy()
+    for axis in range(3):
+        rim |= np.roll(edge, 1, axis) | np.roll(edge, -1, axis)
+    return rim
+
+
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    inner = mask.copy()
+    for axis in range(3):
+        inner &= np.roll(mask, 1, axis) & np.roll(mask, -1, axis)
+    return inner
 
 
 def _excess_per_slice(structure_doubt: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per model slice: doubt beyond what a clean edge as long as that slice's would carry."""
     mass = structure_doubt.sum(axis=(1, 2))
-    inner = mask.copy()
-    inner[:, 1:-1, 1:-1] &= mask[:, :-2, 1:-1] & mask[:, 2:, 1:-1] & mask[:, 1:-1, :-2] & mask[:, 1:-1, 2:]
-    edge = (mask & ~inner).sum(axis=(1, 2))
+    edge = (mask & ~_eroded(mask)).sum(axis=(1, 2))
     if not edge.any():
         return mass
     typical = float(np.median(mass[edge > 0] / edge[edge > 0]))

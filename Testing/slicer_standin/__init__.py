@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-MODULE_FOLDER = Path(__file__).resolve().parents[2] / "LungAutoSeg"
+# The module under test; a test points it at a deliberately broken copy to show the tests catch it.
+MODULE_FOLDER = Path(os.environ.get("LUNGAUTOSEG_MODULE_FOLDER") or Path(__file__).resolve().parents[2] / "LungAutoSeg")
 _installed: SimpleNamespace | None = None
 
 
@@ -40,9 +41,12 @@ def install(home: Path) -> SimpleNamespace:
     scene = slicer.vtkMRMLScene()
     segmentations.register_converter_rules()
     application.add_slice_views(scene)
+    application.give_data_nodes_hierarchy_items(scene)
     editor = application.SegmentEditorWidget()
     slicer.mrmlScene, slicer.app = scene, application.Application(qt_app, scene, home)
-    slicer.modules = SimpleNamespace(segmenteditor=application.module_representation(editor=editor))
+    segmentation_logic = application.segmentations_logic(scene, slicer.app.logic)
+    slicer.modules = SimpleNamespace(segmenteditor=application.module_representation(editor=editor),
+                                     segmentations=application.module_representation(segmentation_logic))
     for name, cls in mrml_widgets.CLASSES.items():
         setattr(slicer, name, cls)
     slicer.ScriptedLoadableModule = scripted_module

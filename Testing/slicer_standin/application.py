@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import slicer
+import vtk
 from PyQt5 import QtWidgets
 
 SLICE_VIEWS = {"Red": "Axial", "Yellow": "Sagittal", "Green": "Coronal"}
@@ -20,8 +21,8 @@ class IOManager:
     """``slicer.app.coreIOManager()``: what ``slicer.util.loadVolume`` and ``exportNode`` call,
     done with MRML's own storage nodes and Volumes logic."""
 
-    def __init__(self, scene):
-        self.scene = scene
+    def __init__(self, scene, logic):
+        self.scene, self.logic = scene, logic
 
     def fileType(self, filename):
         return "SegmentationFile" if str(filename).endswith(".seg.nrrd") else "VolumeFile"
@@ -29,9 +30,10 @@ class IOManager:
     def loadNodes(self, filetype, properties, loaded, messages):
         filename = properties["fileName"]
         if filetype == "VolumeFile":
-            logic = slicer.vtkSlicerVolumesLogic()
-            logic.SetMRMLScene(self.scene)
-            node = logic.AddArchetypeVolume(filename, properties.get("name", Path(filename).name.split(".")[0]))
+            volumes = slicer.vtkSlicerVolumesLogic()
+            volumes.SetMRMLApplicationLogic(self.logic)
+            volumes.SetMRMLScene(self.scene)
+            node = volumes.AddArchetypeVolume(filename, properties.get("name", Path(filename).name.split(".")[0]))
         else:
             node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", Path(filename).name.split(".")[0])
             storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
@@ -94,10 +96,18 @@ class SegmentEditorWidget:
         self.sourceVolumeNode = node
 
 
-def module_representation(**attributes):
-    """``slicer.modules.<name>``: ``widgetRepresentation().self()`` gives ``attributes``."""
+def module_representation(logic=None, **attributes):
+    """``slicer.modules.<name>``: its ``logic()`` (real MRML logic) and ``widgetRepresentation().self()``,
+    which gives ``attributes``."""
     widget = SimpleNamespace(**attributes)
-    return SimpleNamespace(widgetRepresentation=lambda: SimpleNamespace(self=lambda: widget), name=None)
+    return SimpleNamespace(widgetRepresentation=lambda: SimpleNamespace(self=lambda: widget), logic=lambda: logic)
+
+
+def segmentations_logic(scene, application_logic):
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLApplicationLogic(application_logic)
+    logic.SetMRMLScene(scene)
+    return logic
 
 
 class DICOMExportDialog:
@@ -120,7 +130,8 @@ class Application:
         self.slicerUserSettingsFilePath = str(home / "settings" / "Slicer.ini")
         self.applicationName = "Slicer (stand-in)"
         self.main_window = MainWindow()
-        self.io = IOManager(scene)
+        self.logic = application_logic(scene)
+        self.io = IOManager(scene, self.logic)
         self._python_launcher(home)
 
     def _python_launcher(self, home: Path):
@@ -143,6 +154,31 @@ class Application:
 
     def processEvents(self):
         self.qt.processEvents()
+
+
+def application_logic(scene):
+    """The MRML application logic with the Colors module's logic, as Slicer's startup makes them."""
+    logic = slicer.vtkMRMLApplicationLogic()
+    logic.SetMRMLScene(scene)
+    colors = slicer.vtkSlicerColorLogic()
+    colors.SetMRMLApplicationLogic(logic)
+    colors.SetMRMLScene(scene)
+    logic.SetColorLogic(colors)
+    logic.SetModuleLogic("Colors", colors)
+    return logic
+
+
+def give_data_nodes_hierarchy_items(scene):
+    """Subject hierarchy items for data nodes as they are added (Slicer's SH plugins do this)."""
+    hierarchy = scene.GetSubjectHierarchyNode()
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def added(caller, event, node):
+        if node.IsA("vtkMRMLDisplayableNode") and not hierarchy.GetItemByDataNode(node):
+            hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
+
+    scene.AddObserver(scene.NodeAddedEvent, added)
+    return added
 
 
 def add_slice_views(scene):

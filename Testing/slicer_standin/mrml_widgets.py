@@ -3,7 +3,7 @@ ctkCollapsibleButton. Their properties, signals and slots are the real classes' 
 module may use); the scene they show is the real MRML scene from slicer-core."""
 from __future__ import annotations
 
-from PyQt5 import QtCore, QtGui, QtWidgets
+from PyQt5 import QtCore, QtGui, QtWidgets, sip
 from PyQt5.QtCore import pyqtProperty, pyqtSignal, pyqtSlot
 
 
@@ -122,7 +122,15 @@ class qMRMLNodeComboBox(QtWidgets.QWidget):
         self._scene, self._observers = scene, []
         if scene is not None:
             events = (scene.NodeAddedEvent, scene.NodeRemovedEvent, scene.EndCloseEvent, scene.EndImportEvent)
-            self._observers = [scene.AddObserver(event, lambda *_: self._refresh()) for event in events]
+            self._observers = [scene.AddObserver(event, self._scene_changed) for event in events]
+        self._refresh()
+
+    def _scene_changed(self, *_):
+        if sip.isdeleted(self._box):  # the panel is gone: stop listening, as the real one does
+            for observer in self._observers:
+                self._scene.RemoveObserver(observer)
+            self._observers = []
+            return
         self._refresh()
 
     def mrmlScene(self):
@@ -208,8 +216,7 @@ class ctkCollapsibleButton(QtWidgets.QWidget):
     def showEvent(self, event):
         layout = self.layout()
         if layout is not None:
-            margins = layout.property("contentsMargins")  # Qt properties are attributes here, as in PythonQt
-            layout.setContentsMargins(margins.left(), self.HEADER + 2, margins.right(), margins.bottom())
+            layout.setContentsMargins(9, self.HEADER + 2, 9, 9)
         self.setCollapsed(self._collapsed)
         super().showEvent(event)
 

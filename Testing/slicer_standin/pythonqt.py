@@ -18,6 +18,15 @@ import types
 from PyQt5 import QtCore, QtGui, QtWidgets, uic
 
 MODULES = (QtCore, QtGui, QtWidgets)
+# The classes whose properties become attributes: those a scripted module's panel is made of. Not
+# every class: a property whose getter is a C++ virtual (QWidget::sizeHint, QProgressBar::text)
+# would look to PyQt like a Python override, and Qt would call it while painting.
+PATCHED = ("QObject", "QTimer", "QWidget", "QFrame", "QAbstractButton", "QPushButton", "QCheckBox", "QRadioButton",
+           "QToolButton", "QComboBox", "QLabel", "QProgressBar", "QAbstractScrollArea", "QPlainTextEdit",
+           "QTextEdit", "QAbstractItemView", "QListView", "QListWidget", "QLineEdit", "QAbstractSlider", "QSlider",
+           "QAbstractSpinBox", "QSpinBox", "QDoubleSpinBox", "QGroupBox", "QLayout", "QBoxLayout", "QVBoxLayout",
+           "QHBoxLayout", "QFormLayout", "QGridLayout", "QMainWindow", "QDialog", "QMessageBox")
+VIRTUAL = {"sizeHint", "minimumSizeHint", "QProgressBar.text"}
 _patched: list[tuple[type, str, object, object]] = []  # (class, name, PyQt's attribute, PythonQt's)
 
 
@@ -34,17 +43,17 @@ def patch_classes(classes) -> None:
     """Every Qt property a class declares becomes an attribute of that class."""
     for cls in classes:
         for name in _own_properties(cls):
+            if name in VIRTUAL or f"{cls.__name__}.{name}" in VIRTUAL:
+                continue
             original = cls.__dict__.get(name)
             standin = _attribute_property(name)
             setattr(cls, name, standin)
             _patched.append((cls, name, original, standin))
 
 
-def _qobject_classes():
-    for module in MODULES:
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, QtCore.QObject) and hasattr(value, "staticMetaObject"):
-                yield value
+def _panel_classes():
+    for name in PATCHED:
+        yield next(getattr(module, name) for module in MODULES if hasattr(module, name))
 
 
 @contextlib.contextmanager
@@ -84,7 +93,7 @@ class QFileDialog(QtWidgets.QFileDialog):
 
 def qt_module() -> types.ModuleType:
     """The ``qt`` module a Slicer module imports."""
-    patch_classes(_qobject_classes())
+    patch_classes(_panel_classes())
     QtCore.QObject.name = _attribute_property("objectName")
     QtCore.QObject.__bool__ = lambda self: True
     module = types.ModuleType("qt", "Stand-in for Slicer's PythonQt ``qt`` module (PyQt5 underneath).")
