@@ -217,6 +217,27 @@ def test_the_review_map_overlays_the_ct_and_its_ranges_move_the_slice_views(stan
 
 
 
+def test_a_second_run_asks_before_replacing_and_keeps_the_users_own_segments(standin, segmented, caplog,
+                                                                             monkeypatch):
+    import slicer
+
+    widget = segmented[0]
+    node = widget.ui.outputSegmentationSelector.currentNode()
+    node.GetSegmentation().AddEmptySegment("my_ptv", "my_ptv")
+    first_review = widget.reviewNode
+    with caplog.at_level(logging.INFO):
+        widget.ui.applyButton.click()  # Slicer's testing mode answers the prompt as Cancel
+    assert any("already has segments named Lung_R" in r.getMessage() for r in caplog.records)
+    assert widget.job is None and slicer.mrmlScene.IsNodePresent(first_review)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *args, **kwargs: True)  # the user says OK
+    run_apply(standin, widget)
+    segmentation = node.GetSegmentation()
+    names = sorted(segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments()))
+    assert names == ["Lung_R", "my_ptv"] and widget.ui.outputSegmentationSelector.currentNode() is node
+    assert not slicer.mrmlScene.IsNodePresent(first_review)  # one review map: the latest
+    assert slicer.mrmlScene.IsNodePresent(widget.reviewNode)
+
+
 def test_warnings_reach_the_status_and_the_log(standin, scene, tmp_path, caplog):
     """A CT of water with air inserts is not a chest: the run succeeds and says so."""
     import slicer
