@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -284,10 +285,7 @@ def _without_localizers(datasets, files, label):
 
 def _check_one_frame_of_reference(datasets, label) -> None:
     """A repeat scan stored under one SeriesInstanceUID: two volumes, not one to interleave."""
-    counts: dict[str, int] = {}
-    for ds in datasets:
-        uid = str(ds.get("FrameOfReferenceUID", ""))
-        counts[uid] = counts.get(uid, 0) + 1
+    counts = Counter(str(ds.get("FrameOfReferenceUID", "")) for ds in datasets)
     if len(counts) > 1:
         listing = ", ".join(f"{uid or '(none)'} ({n} slices)" for uid, n in sorted(counts.items()))
         raise InputError(f"one series holds slices on {len(counts)} frames of reference, a repeat scan under "
@@ -425,7 +423,6 @@ def _stack_hounsfield(datasets, files, pixels: np.ndarray | None = None) -> np.n
             hu = np.clip(hu, np.iinfo(np.int16).min, np.iinfo(np.int16).max)
         array[n] = hu
     return array
-
 
 
 def _decoded(ds: Dataset, path: Path) -> np.ndarray:

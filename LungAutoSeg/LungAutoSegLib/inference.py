@@ -115,10 +115,11 @@ def predict(ct: Volume, package: ModelPackage, *, device: str = "auto", network=
     masks = probabilities_to_masks(probabilities, steps)
     lap("postprocess", 0.85)
     labels = ct.with_array(keep_largest_components(label_map(masks, grid, ct), len(masks), steps))
-    on_ct = probability_maps(probabilities[1:].cpu().numpy(), grid, ct) if with_probabilities else None
+    structures = probabilities[1:].cpu().numpy() if with_probabilities or with_review else None
+    on_ct = probability_maps(structures, grid, ct) if with_probabilities else None
     lap("resample", 0.95 if with_review else 1.0)
     doubt = None
     if with_review:
-        doubt = review(probabilities[1:].cpu().numpy(), masks, package.structure_names, grid, ct)
+        doubt = review(structures, masks, package.structure_names, grid, ct)
         lap("review", 1.0)
     return Segmentation(labels, package.structures, on_ct, timings, device, doubt)

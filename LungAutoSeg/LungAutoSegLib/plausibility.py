@@ -78,15 +78,13 @@ def _body(ct: Volume, lungs: np.ndarray) -> list[str]:
     return notes
 
 
-def check(ct: Volume, labels: Volume, structures: list[dict], components: dict[str, int]) -> list[str]:
-    """Plausibility warnings for a lung segmentation (``labels`` on ``ct``'s grid)."""
+def check(ct: Volume, lungs_by_name: dict[str, np.ndarray], components: dict[str, int]) -> list[str]:
+    """Plausibility warnings for a lung segmentation: each lung's mask on ``ct``'s grid, by name."""
     warnings, volumes, cut = [], {}, False
     lungs = np.zeros(ct.array.shape, dtype=bool)
-    for structure in structures:
-        mask = labels.array == structure["label"]
+    for name, mask in lungs_by_name.items():
         lungs |= mask
-        notes, volumes[structure["name"]], was_cut = _structure(structure["name"], mask, ct,
-                                                                components.get(structure["name"], 0))
+        notes, volumes[name], was_cut = _structure(name, mask, ct, components.get(name, 0))
         warnings += notes
         cut |= was_cut
     warnings = _body(ct, lungs) + warnings  # what the scan is comes first, then each lung

@@ -3,7 +3,8 @@
 Outputs, all named after the input so several CTs can share one folder:
 ``<name>.seg.nrrd`` (Slicer segmentation), ``<name>_labels.nii.gz``, for DICOM input
 ``<name>_rtstruct.dcm`` (referencing every slice of the series), ``<name>_report.json``,
-``<name>_preview.png`` and, with ``review``, ``<name>_review.nrrd`` (``review.py``). Existing outputs are refused unless ``overwrite``, before any
+``<name>_preview.png`` and, with ``review``, ``<name>_review.nrrd`` (``review.py``).
+Existing outputs are refused unless ``overwrite``, before any
 work starts. Every file is first written into a private staging folder inside the output
 folder and renamed into place only when all of them are complete: a failure leaves no
 output at all, and two runs writing into one folder never see each other's half files.
@@ -82,13 +83,12 @@ def _select(package, requested: list[str] | None) -> list[dict]:
     return [s for s in package.structures if s["name"] in requested]
 
 
-def _structure_report(labels: Volume, structure: dict) -> dict:
-    mask = labels.array == structure["label"]
+def _structure_report(mask: np.ndarray, spacing) -> dict:
     box = bounding_box(mask)
     if box is None:
         return {"volume_ml": 0.0, "slices": None, "components": 0}
     components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask[box].astype(np.uint8)), True)
-    return {"volume_ml": round(float(mask[box].sum()) * float(np.prod(labels.spacing)) / 1000, 1),
+    return {"volume_ml": round(float(mask[box].sum()) * float(np.prod(spacing)) / 1000, 1),
             "slices": [box[0].start, box[0].stop - 1],  # first and last slice index (k) holding it
             "components": int(sitk.GetArrayViewFromImage(components).max())}
 
@@ -144,9 +144,10 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
     from .segmentation_io import write_seg_nrrd
 
     lap = time.perf_counter()
-    structure_reports = {s["name"]: _structure_report(labels, s) for s in chosen}
-    lungs = [s for s in chosen if s["name"].startswith("Lung")]
-    plausibility = check_plausibility(ct, labels, lungs, {n: r["components"] for n, r in structure_reports.items()})
+    masks = {s["name"]: labels.array == s["label"] for s in chosen}  # once, for the report, checks and RTSTRUCT
+    structure_reports = {name: _structure_report(mask, labels.spacing) for name, mask in masks.items()}
+    plausibility = check_plausibility(ct, {n: m for n, m in masks.items() if n.startswith("Lung")},
+                                      {n: r["components"] for n, r in structure_reports.items()})
     report = {
         "input": str(source), "model": package.manifest["name"], "version": package.manifest["version"],
         "weights_sha256": package.manifest["weights"]["sha256"], "device": result.device,
@@ -162,7 +163,7 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         write_seg_nrrd(labels, chosen, staged["segmentation"])
         write_volume(labels, staged["labels"])
         if dicom is not None:
-            write_rtstruct(dicom, {s["name"]: labels.array == s["label"] for s in chosen}, staged["rtstruct"],
+            write_rtstruct(dicom, masks, staged["rtstruct"],
                            series_description=f"LungAutoSeg {package.name}"[:64], generation_algorithm="AUTOMATIC")
         _write_preview(ct, labels, chosen, staged["preview"])
         if review:

@@ -19,11 +19,6 @@ from LungAutoSegLib.errors import InputError
 GRID_TOL = 0.01  # voxels
 
 
-def segment_labels(path: str | os.PathLike) -> dict[str, int]:
-    """Segment label -> segment number."""
-    return {str(d.SegmentLabel): int(d.SegmentNumber) for d in _read(path).SegmentSequence}
-
-
 def _read(path):
     import highdicom as hd
 

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,9 +90,7 @@ def _case_names(patients: list[str]) -> dict[str, str]:
     """A file-safe name per PatientID; IDs that clean up to the same name ('LUNG 01', 'LUNG/01',
     two names in Japanese script) each get a short hash of the ID, so no patient vanishes."""
     cleaned = {patient: _safe_name(patient) for patient in patients}
-    counts: dict[str, int] = {}
-    for name in cleaned.values():
-        counts[name] = counts.get(name, 0) + 1
+    counts = Counter(cleaned.values())
     return {patient: name if counts[name] == 1 else f"{name}_{hashlib.sha1(patient.encode()).hexdigest()[:6]}"
             for patient, name in cleaned.items()}
 
