@@ -16,7 +16,7 @@ def package():
 
 
 def test_the_bundled_package_is_verified_small_and_described(package):
-    assert package.root == bundled_package() and package.name == "lungs-2.0.0"
+    assert package.root == bundled_package() and package.name == "lungs-2.1.0"
     assert sha256_of(package.weights_path) == package.manifest["weights"]["sha256"]
     assert sum(p.stat().st_size for p in package.root.iterdir()) <= 20 * 1024 * 1024
     right = package.structures[0]

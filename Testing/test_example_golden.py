@@ -1,5 +1,6 @@
-"""The README's main command gives the labels it gave when they were recorded (after issue 12,
-before the plan refactor of issue 14): a refactor must not move a voxel."""
+"""The README's main command gives the labels it gave when they were recorded (lungs 2.1.0 with
+its CT-grid edge; the plan refactor of issue 14 moved no voxel of 2.0.0's): a refactor must
+not move a voxel."""
 from pathlib import Path
 
 import numpy as np

@@ -11,13 +11,14 @@ from LungAutoSegLib.model_package import BUNDLED_MODELS, load_package
 from LungAutoSegLib.plan import PADDINGS, Inference, ModelPlan, Postprocessing, Preprocessing
 
 
-@pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
-def test_the_bundled_manifests_load_into_the_plan_and_write_back_unchanged(version):
+@pytest.mark.parametrize("version, edge_hu", [("1.0.0", None), ("2.1.0", -200.0)])
+def test_the_bundled_manifests_load_into_the_plan_and_write_back_unchanged(version, edge_hu):
     folder = BUNDLED_MODELS / f"lungs-{version}"
     manifest = json.loads((folder / "manifest.json").read_text())
     plan = load_package(folder).plan
     assert plan == ModelPlan(Preprocessing((2.5, 2.5, 2.5), (-1000.0, 500.0)),
-                             Inference(patch_size=(96, 96, 64), window=(208, 208, 160)))
+                             Inference(patch_size=(96, 96, 64), window=(208, 208, 160),
+                                       postprocessing=Postprocessing(edge_hu=edge_hu)))
     assert plan.inference.patch_kji == (64, 96, 96)  # array order: k (S) first
     assert json.loads(json.dumps(plan.to_manifest())) == {k: manifest[k] for k in ("preprocessing", "inference")}
 
@@ -35,10 +36,21 @@ def test_settings_a_manifest_leaves_out_take_the_plans_defaults():
     ({"overlap": 1.0}, r"overlap must be in \[0, 1\)"),
     ({"padding": "edge"}, "padding must be one of replicate"),
     ({"postprocessing": {"smooth": True}}, "postprocessing must map largest_component, fill_holes"),
+    ({"postprocessing": {"edge_hu": "-250"}}, "edge_hu to null or a HU value"),
+    ({"postprocessing": {"edge_hu": 1500}}, "edge_hu to null or a HU value"),
+    ({"postprocessing": {"edge_hu": True}}, "edge_hu to null or a HU value"),
 ])
 def test_a_bad_inference_setting_is_refused_by_name(settings, message):
     with pytest.raises(InputError, match=message):
         Inference.from_dict(settings, factor=16)
+
+
+def test_the_edge_setting_is_written_only_when_set_and_reads_back():
+    edged = Inference(postprocessing=Postprocessing(edge_hu=-250.0))
+    assert edged.to_dict()["postprocessing"] == {"largest_component": True, "fill_holes": True, "edge_hu": -250.0}
+    assert Inference.from_dict(json.loads(json.dumps(edged.to_dict())), factor=16) == edged
+    assert "edge_hu" not in Inference().to_dict()["postprocessing"]  # older manifests write back unchanged
+    assert Inference.from_dict({"postprocessing": {"edge_hu": -300}}, factor=16).postprocessing.edge_hu == -300.0
 
 
 @pytest.mark.parametrize("padding", PADDINGS)

@@ -73,7 +73,7 @@ def test_the_rtstruct_references_every_slice_and_re_reads_onto_the_same_voxels(o
                   for c in series.ContourImageSequence}
     assert referenced == set(ct.sop_uids)
     assert header.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == ct.datasets[0].FrameOfReferenceUID
-    assert "lungs-2.0.0" in header.SeriesDescription
+    assert "lungs-2.1.0" in header.SeriesDescription
     masks = read_roi_masks(rtstruct, ct, ["Lung_R", "Lung_L"]).masks
     assert dice(masks["Lung_R"], labels == 1) >= 0.99 and dice(masks["Lung_L"], labels == 2) >= 0.99
     colours = {roi.ReferencedROINumber: list(roi.ROIDisplayColor) for roi in header.ROIContourSequence}
@@ -137,7 +137,7 @@ def test_the_seg_nrrd_reads_with_slicerio(oblique_case):
 def test_the_report_and_preview_say_what_was_done(oblique_case):
     ct_folder, output, phantom, _ = oblique_case
     report = json.loads((output / f"{ct_folder.name}_report.json").read_text())
-    assert report["model"] == "lungs" and report["version"] == "2.0.0" and len(report["weights_sha256"]) == 64
+    assert report["model"] == "lungs" and report["version"] == "2.1.0" and len(report["weights_sha256"]) == 64
     assert report["device"] == "cpu"
     assert {"read", "preprocess", "inference", "resample", "write", "total"} <= set(report["seconds"])
     right = report["structures"]["Lung_R"]

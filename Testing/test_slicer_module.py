@@ -103,7 +103,7 @@ def test_the_panel_starts_ready_for_the_right_lung(standin, scene):
     assert not widget.ui.applyButton.enabled  # no CT yet
     assert widget.structureBoxes["Lung_R"].checked and not widget.structureBoxes["Lung_L"].checked
     assert widget.ui.deviceLabel.text == "Device (CPU only detected):"
-    assert widget.ui.modelSelector.currentText == "lungs-2.0.0"  # the engine's default, the newest
+    assert widget.ui.modelSelector.currentText == "lungs-2.1.0"  # the engine's default, the newest
     assert not widget.ui.editButton.enabled and not widget.ui.showReviewCheckBox.enabled
     load_ct_in_a_study()
     assert widget.ui.inputVolumeSelector.currentNode().GetName() == "lung2_example"
@@ -184,7 +184,9 @@ def test_show_3d_makes_a_closed_surface_and_hides_it_again(segmented):
     surface = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Lung_R")).GetRepresentation(
         "Closed surface")
     bounds = surface.GetBounds()
-    assert surface.GetNumberOfPoints() > 1000 and bounds[0] > 0  # RAS: all of it on the patient's right
+    # RAS: on the patient's right; only the azygo-oesophageal recess, in front of the spine,
+    # reaches past the scanner's midline (by about 1 mm on this CT)
+    assert surface.GetNumberOfPoints() > 1000 and bounds[0] > -5 and (bounds[0] + bounds[1]) / 2 > 50
     widget.ui.show3DButton.click()
     assert not segmentation.ContainsRepresentation("Closed surface")
 
@@ -294,7 +296,7 @@ def _package_zip(tmp_path, spoil=None) -> Path:
     from LungAutoSegLib.model_package import BUNDLED_MODELS
 
     folder = tmp_path / "lungs-9.9.9"
-    shutil.copytree(BUNDLED_MODELS / "lungs-2.0.0", folder)
+    shutil.copytree(BUNDLED_MODELS / "lungs-2.1.0", folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps({**manifest, "version": "9.9.9"}))
     if spoil:

@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 
+import thorax_phantom as tp
 from conftest import GEOMETRIES, dice, make_phantom
 from LungAutoSegLib.plan import Postprocessing, Preprocessing
 from LungAutoSegLib.postprocess import probabilities_to_masks
 from LungAutoSegLib.preprocess import image_to_model, labels_to_model, resample
-from LungAutoSegLib.to_ct_grid import keep_largest_components, label_map
+from LungAutoSegLib.to_ct_grid import AIR_HU, keep_largest_components, label_map
 
 
 SETTINGS = Preprocessing(spacing=(4.0, 4.0, 4.0))
@@ -57,3 +58,51 @@ def test_specks_left_by_interpolation_are_removed_on_the_ct_grid():
     assert (tidy == 1).sum() == 15 ** 3 and (tidy == 2).sum() == 15 * 10 * 15
     assert tidy[25, 35, 45] == 0 and tidy[2, 30, 2] == 0
     assert np.array_equal(keep_largest_components(labels.copy(), 2, Postprocessing(largest_component=False)), labels)
+
+
+def _coarse_lungs(phantom, spacing_mm: float):
+    """The phantom's true lungs as a model on a ``spacing_mm`` grid would see them."""
+    _, grid = image_to_model(phantom.ct, Preprocessing(spacing=(spacing_mm,) * 3))
+    labels = np.zeros(phantom.ct.array.shape, np.uint8)
+    labels[phantom.masks["Lung_R"]], labels[phantom.masks["Lung_L"]] = 1, 2
+    on_model = labels_to_model(phantom.ct.with_array(labels), grid)
+    return np.stack([on_model == 1, on_model == 2]), grid
+
+
+def test_the_edge_is_redrawn_where_the_ct_turns_to_tissue():
+    """A 6 mm model grid cannot place a boundary the 1.8 mm CT draws: with ``edge_hu`` the
+    undecided band follows the CT, and the lungs come back closer to the truth."""
+    phantom = tp.render(tp.make_anatomy(3), tp.make_grid((192, 160, 16), (1.8, 1.8, 5.0)))
+    masks, grid = _coarse_lungs(phantom, 6.0)
+    plain = label_map(masks, grid, phantom.ct)
+    edged = label_map(masks, grid, phantom.ct, edge_hu=-300.0)
+    for value, name in ((1, "Lung_R"), (2, "Lung_L")):
+        truth = phantom.masks[name]
+        assert dice(edged == value, truth) > max(0.985, dice(plain == value, truth) + 0.01)
+        k, j, _ = (int(round(c)) for c in np.argwhere(truth).mean(axis=0))
+        lateral = 0 if name == "Lung_R" else -1  # patient right is low i
+        ends = [np.nonzero(row)[0][lateral] for row in ((edged == value)[k, j], truth[k, j])]
+        assert abs(ends[0] - ends[1]) <= 1  # the pleural edge on the lung's middle row, to 1.8 mm
+    # That row of the right lung ends medially at the right main bronchus (air beside air):
+    # there the model's boundary stands, the edge does not grow into the bronchus.
+    k, j, _ = (int(round(c)) for c in np.argwhere(phantom.masks["Lung_R"]).mean(axis=0))
+    medial = np.nonzero(plain[k, j] == 1)[0][-1]
+    assert phantom.ct.array[k, j, medial + 1] < AIR_HU and np.nonzero(edged[k, j] == 1)[0][-1] == medial
+    assert phantom.ct.centroid_lps(edged == 1)[0] < -40 < 40 < phantom.ct.centroid_lps(edged == 2)[0]
+
+
+def test_the_edge_keeps_what_the_model_decided_and_the_vessels_at_the_pleura():
+    """Dense voxels deep inside a lung (decided by the model) stay lung, and a vessel that
+    the edge would notch out of a slice is filled back: experts include lung vessels."""
+    phantom = tp.render(tp.make_anatomy(3), tp.make_grid((192, 160, 16), (1.8, 1.8, 5.0)))
+    masks, grid = _coarse_lungs(phantom, 6.0)
+    ct = phantom.ct.with_array(phantom.ct.array.copy())
+    lung_r = phantom.masks["Lung_R"]
+    k, j, i = (int(round(c)) for c in np.argwhere(lung_r).mean(axis=0))
+    ct.array[k, j - 2:j + 3, i - 2:i + 3] = 40  # a dense nodule in the middle of the right lung
+    inside = np.nonzero(lung_r[k, j])[0]
+    rim = inside[2]  # a lung voxel near the lateral pleura, inside the edge band
+    ct.array[k, j - 1:j + 2, rim - 1:rim + 2] = 40  # a vessel touching nothing but lung
+    edged = label_map(masks, grid, ct, edge_hu=-300.0)
+    assert (edged[k, j - 2:j + 3, i - 2:i + 3] == 1).all()
+    assert (edged[k, j - 1:j + 2, rim - 1:rim + 2] == 1).all()

@@ -114,7 +114,7 @@ def predict(ct: Volume, package: ModelPackage, *, device: str = "auto", network=
     steps = plan.inference.postprocessing
     masks = probabilities_to_masks(probabilities, steps)
     lap("postprocess", 0.85)
-    labels = ct.with_array(keep_largest_components(label_map(masks, grid, ct), len(masks), steps))
+    labels = ct.with_array(keep_largest_components(label_map(masks, grid, ct, steps.edge_hu), len(masks), steps))
     structures = probabilities[1:].cpu().numpy() if with_probabilities or with_review else None
     on_ct = probability_maps(structures, grid, ct) if with_probabilities else None
     lap("resample", 0.95 if with_review else 1.0)

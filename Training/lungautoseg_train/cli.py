@@ -61,11 +61,32 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _tune_edge(args) -> int:
+    from .edge import run_tune_edge
+
+    result = run_tune_edge(args.model, args.data, split=args.split, candidates=args.candidates, device=args.device,
+                           out=args.out, progress=not args.quiet)
+    print(f"{result['model']} on {len(result['cases'])} cases: mean Dice by edge_hu")
+    for edge, score in result["mean_dice"].items():
+        print(f"  {'off' if edge == 'None' else edge + ' HU'}: {score:.4f}")
+    best = result["best_edge_hu"]
+    print("best: the edge off" if best is None else
+          f"best: {best:g} HU; package with it: lungautoseg-train package --set postprocessing.edge_hu={best:g}")
+    return 0
+
+
+def _candidates(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"candidates must be HU values separated by commas, got {text!r}") from None
+
+
 def _package(args) -> int:
     from .package import package_checkpoint
 
     folder = package_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite, card=args.card,
-                                make_zip=args.zip)
+                                make_zip=args.zip, settings=args.set)
     print(folder)
     return 0
 
@@ -116,12 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_evaluate)
 
+    tune = commands.add_parser("tune-edge", help="choose edge_hu (the CT-grid edge) on contoured cases")
+    tune.add_argument("--model", type=Path, required=True, help="model package folder or zip")
+    tune.add_argument("--data", type=Path, required=True, help="dataset.csv of cases contoured to your convention")
+    tune.add_argument("--split", default="all", help="as for evaluate")
+    tune.add_argument("--candidates", type=_candidates, help="HU values, comma-separated, after '=' "
+                      "(--candidates=-300,-250); default -400 to -100 in steps of 50")
+    tune.add_argument("--out", type=Path, help="write every score as JSON")
+    tune.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    tune.add_argument("--quiet", action="store_true")
+    tune.set_defaults(run=_tune_edge)
+
     package = commands.add_parser("package", help="checkpoint -> model package <name>-<version>/")
     package.add_argument("--checkpoint", type=Path, required=True)
     package.add_argument("--out", type=Path, required=True)
     package.add_argument("--card", type=Path, help="model card (Markdown) to ship; default: generated")
     package.add_argument("--zip", action="store_true", help="also write <name>-<version>.zip")
     package.add_argument("--overwrite", action="store_true")
+    package.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="package with a changed name, version or postprocessing "
+                              "(e.g. postprocessing.edge_hu=-250); repeatable")
     package.set_defaults(run=_package)
     return parser
 

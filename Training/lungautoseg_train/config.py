@@ -38,6 +38,9 @@ DEFAULTS: dict = {
     # window: the largest sliding window (i, j, k) at validation, packaged for inference (model_plan)
     "validation": {"interval": 1, "window": list(Inference.window), "overlap": Inference.overlap, "images_every": 5,
                    "image_cases": 3},
+    # edge_hu: the CT-grid edge refinement (plan.Postprocessing.edge_hu), packaged for inference;
+    # null: off. `lungautoseg-train tune-edge` chooses it on contoured cases.
+    "postprocessing": {"edge_hu": None},
     "early_stop_patience": None,          # validations without improvement before stopping
     "augmentation": {
         "rotate_degrees": 10.0, "scale": 0.1, "probability": 0.5,
@@ -55,6 +58,10 @@ DEFAULTS: dict = {
     "channels_last": True,                # channels_last_3d on CUDA only
     "wandb": {"project": "lungautoseg", "entity": None, "mode": None, "tags": []},
 }
+
+
+# What a checkpoint can be packaged with other than it was trained with.
+WEIGHT_NEUTRAL = ("name", "version", "postprocessing")
 
 
 def _merge(base: dict, update: dict, where: str = "") -> dict:
@@ -124,6 +131,20 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     return config
 
 
+def with_settings(config: dict, settings: list[str]) -> dict:
+    """A run's stored config (its keys completed from today's defaults) with ``key.sub=value``
+    changes applied; only what leaves the trained weights valid may change."""
+    config = _merge(DEFAULTS, config)
+    for assignment in settings:
+        key = assignment.partition("=")[0].lstrip("-")
+        if key.split(".")[0] not in WEIGHT_NEUTRAL:
+            raise InputError(f"{key} cannot change after training (the weights depend on it); "
+                             f"can: {', '.join(WEIGHT_NEUTRAL)}")
+        config = _override(config, assignment)
+    model_plan(config)  # a bad value is refused here, not by the engine that loads the package
+    return config
+
+
 def _validate(config: dict) -> None:
     if not config["data"]["csv"]:
         raise InputError("config data.csv is required (the dataset.csv written by export)")
@@ -132,7 +153,8 @@ def _validate(config: dict) -> None:
     try:
         model_plan(config)
     except InputError as error:
-        raise InputError(f"config preprocessing, patch_size or validation.window/overlap: {error}") from None
+        raise InputError(f"config preprocessing, patch_size, validation.window/overlap or postprocessing: "
+                         f"{error}") from None
     if config["loss"] not in ("dice_ce", "dice", "ce"):
         raise InputError(f"unknown loss {config['loss']!r} (dice_ce, dice or ce)")
     if config["optimizer"]["name"] not in ("adamw", "adam", "sgd"):
@@ -148,8 +170,9 @@ def _validate(config: dict) -> None:
 
 def model_plan(config: dict) -> ModelPlan:
     """The plan a run trains for, validates with and packages: the config's preprocessing, its
-    patch and its validation window and overlap over the plan's defaults."""
+    patch, its validation window and overlap and its postprocessing over the plan's defaults."""
+    postprocessing = {**DEFAULTS["postprocessing"], **config.get("postprocessing", {})}  # older checkpoints lack it
     inference = {"patch_size": config["patch_size"], "window": config["validation"]["window"],
-                 "overlap": config["validation"]["overlap"]}
+                 "overlap": config["validation"]["overlap"], "postprocessing": postprocessing}
     return ModelPlan(Preprocessing.from_dict(config["preprocessing"]),
                      Inference.from_dict(inference, downsampling_factor(config["network"])))

@@ -19,7 +19,7 @@ from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.ct_reader import read_ct
 from LungAutoSegLib.image_io import read_volume
 from LungAutoSegLib.inference import predict, resolve_device
-from LungAutoSegLib.model_package import load_package
+from LungAutoSegLib.model_package import ModelPackage, load_package
 
 from .data import CaseRecord, label_values, read_dataset
 from .metrics import IMPLEMENTATION, structure_metrics
@@ -43,23 +43,30 @@ def _on_same_grid(ct, other, path: Path) -> None:
         raise InputError("reference is not on the CT's grid (export writes both on the same grid)", path)
 
 
-def evaluate_records(package_path, records: list[CaseRecord], csv_path, *, device: str = "auto",
-                     with_overlays: bool = False, progress: bool = False) -> dict:
-    package = load_package(package_path)
+def read_case(record: CaseRecord):
+    """A dataset case as (CT volume, reference label volume, ignore mask or None), one grid."""
+    ct = read_ct(record.image).volume
+    reference = read_volume(record.label)
+    _on_same_grid(ct, reference, record.label)
+    ignore = None
+    if record.ignore is not None:
+        ignore_volume = read_volume(record.ignore)
+        _on_same_grid(ct, ignore_volume, record.ignore)
+        ignore = ignore_volume.array > 0
+    return ct, reference, ignore
+
+
+def evaluate_records(package: str | Path | ModelPackage, records: list[CaseRecord], csv_path, *,
+                     device: str = "auto", with_overlays: bool = False, progress: bool = False) -> dict:
+    """``package``: a folder or zip, or a loaded package (e.g. with a changed plan)."""
+    package = package if isinstance(package, ModelPackage) else load_package(package)
     device = resolve_device(device)
     network = package.load_network(device)
     names = package.structure_names
     values = label_values(csv_path, names)
     rows, overlays = [], {}
     for record in tqdm(records, desc="evaluate", unit="case", disable=not progress):
-        ct = read_ct(record.image).volume
-        reference = read_volume(record.label)
-        _on_same_grid(ct, reference, record.label)
-        ignore = None
-        if record.ignore is not None:
-            ignore_volume = read_volume(record.ignore)
-            _on_same_grid(ct, ignore_volume, record.ignore)
-            ignore = ignore_volume.array > 0
+        ct, reference, ignore = read_case(record)
         result = predict(ct, package, device=device, network=network)
         spacing_kji = ct.spacing[::-1]
         for label, (name, value) in enumerate(zip(names, values), start=1):

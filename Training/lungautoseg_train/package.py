@@ -9,7 +9,7 @@ from LungAutoSegLib.model_package import MANIFEST_NAME, write_package
 from LungAutoSegLib.structures import structure_entries
 
 from .checkpoints import load_checkpoint
-from .config import model_plan
+from .config import model_plan, with_settings
 
 CARD_NAME = "MODEL_CARD.md"
 
@@ -53,8 +53,12 @@ def default_card(manifest: dict) -> str:
 
 def package_checkpoint(checkpoint: str | Path, out: str | Path, *, overwrite: bool = False,
                        metrics: dict | None = None, run=None, card: str | Path | None = None,
-                       make_zip: bool = False) -> Path:
+                       make_zip: bool = False, settings: list[str] = ()) -> Path:
+    """``settings``: ``key.sub=value`` changes to the run's config before packaging, for what
+    does not touch the weights (``version=2.1.0``, ``postprocessing.edge_hu=-250``)."""
     state = load_checkpoint(checkpoint)
+    if settings:
+        state["config"] = with_settings(state["config"], settings)
     manifest = manifest_from_checkpoint(state, metrics, run)
     card_text = Path(card).read_text() if card else default_card(manifest)
     folder = write_package(out, manifest, state["model"], overwrite=overwrite, extra_files={CARD_NAME: card_text})

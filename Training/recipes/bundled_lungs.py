@@ -1,6 +1,6 @@
 """Build the bundled Lung_R + Lung_L model 2.0: data, leave-one-patient-out, final.
 
-    python Training/recipes/bundled_lungs.py --work /tmp/bundled2 [--stage all|data|loo|final]
+    python Training/recipes/bundled_lungs.py --work /tmp/bundled2 [--stage all|data|loo|edge|final]
 
 Data: the four NSCLC-Radiomics planning CTs with the clinic's manual lung contours (exported
 with ``lungautoseg-train export``, GTVs cut out and ignored with a margin), the six real CTs
@@ -10,10 +10,13 @@ pre-training + silver fine-tuning: it never saw the expert CTs), so no phantom s
 1.0.0's own recipe is this file at commit 1f17ee3.
 Stages: ``loo`` trains once per expert patient with that patient held out (a fixed number of
 epochs, no validation: the held-out patient chooses nothing) and scores it on its own CT
-grid outside its ignore mask, next to lungs 1.0.0 on the same case; ``final`` trains on every
-case and writes the package into LungAutoSeg/Resources/Models with the model card. Each
-stage is resumable by re-running it (finished runs are kept). The phantom comes from
-Testing/ (a dev tool).
+grid outside its ignore mask, next to lungs 1.0.0 on the same case; ``edge`` chooses the
+plan's ``edge_hu`` (the CT-grid edge, LungAutoSegLib/to_ct_grid.py) for each held-out patient
+on the other patients of the common convention only, each scored by its own leave-one-out
+model, and scores every held-out patient again with the value chosen without it; ``final``
+trains on every case and writes the package, with ``edge_hu`` chosen on all of them, into
+LungAutoSeg/Resources/Models with the model card. Each stage is resumable by re-running it
+(finished runs are kept). The phantom comes from Testing/ (a dev tool).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
@@ -45,6 +49,7 @@ REPEAT = {"expert": 6, "silver": 2}  # how often an epoch sees each real case
 # majority convention (RTOG 1106) leads. Decided from the README, before any held-out score.
 OTHER_CONVENTION = {"LUNG1-005": "silver"}
 FINETUNE_PHANTOMS = 8
+VERSION = yaml.safe_load(CONFIG.read_text())["version"]  # the bundled model's
 GRIDS = [  # (shape_ijk, spacing, centre z): full thoraxes at clinical resolutions, and slabs
     ((128, 128, 48), (2.8, 2.8, 5.0), 0.0),
     ((160, 160, 100), (2.4, 2.4, 2.5), 0.0),
@@ -165,7 +170,7 @@ def leave_one_out(work: Path) -> list[dict]:
         run = train(work, f"loo_{case}", *FINETUNE, f"data.csv={finetune_csv(work / 'data', case)}",
                     f"init_weights={base_weights(work)}")
         held_out = [r for r in records if r.case == case]
-        for model, package in (("2.0.0", next((run / "package").iterdir())), ("1.0.0", BASE_MODEL)):
+        for model, package in (("no edge", loo_package(work, case)), ("1.0.0", BASE_MODEL)):
             for row in evaluate_records(package, held_out, csv, device="cpu")["cases"]:
                 rows.append({"model": model, **row})
                 print(json.dumps(rows[-1]))
@@ -173,32 +178,74 @@ def leave_one_out(work: Path) -> list[dict]:
     return rows
 
 
+def loo_package(work: Path, case: str) -> Path:
+    return next((work / f"loo_{case}" / "package").iterdir())
+
+
+def choose_edges(work: Path) -> dict:
+    """``edge_hu`` for each held-out patient, chosen without it, and for the final model; the
+    leave-one-out rows of the model with its edge (``VERSION``) added to loo.json."""
+    from LungAutoSegLib.model_package import load_package
+    from lungautoseg_train.data import read_dataset
+    from lungautoseg_train.edge import best_edge, edge_dice, with_edge
+    from lungautoseg_train.evaluate import evaluate_records
+
+    csv = work / "data" / "dataset.csv"
+    records = {r.case: r for r in read_dataset(csv)}
+    experts = expert_cases(work / "data")
+    scores_path = work / "edge.json"
+    if not scores_path.is_file():  # each expert CT scored by the one model that never saw it
+        scores = [row for case in experts for row in edge_dice(load_package(loo_package(work, case)),
+                                                               [records[case]], csv)]
+        scores_path.write_text(json.dumps(scores, indent=2))
+    scores = json.loads(scores_path.read_text())
+    common = [c for c in experts if c not in OTHER_CONVENTION]
+    chosen = {case: best_edge(scores, [c for c in common if c != case]) for case in experts}
+    chosen["final"] = best_edge(scores, common)
+    rows = [r for r in json.loads((work / "loo.json").read_text()) if r["model"] != VERSION]
+    for case in experts:
+        package = with_edge(load_package(loo_package(work, case)), chosen[case])
+        for row in evaluate_records(package, [records[case]], csv, device="cpu")["cases"]:
+            rows.append({"model": VERSION, "edge_hu": chosen[case], **row})
+            print(json.dumps(rows[-1]))
+    (work / "loo.json").write_text(json.dumps(rows, indent=2))
+    (work / "edge_chosen.json").write_text(json.dumps(chosen, indent=2))
+    return chosen
+
+
 def loo_table(rows: list[dict]) -> str:
-    lines = ["| case | structure | Dice | HD95 mm | MSD mm | surface Dice 2 mm | volume error % | 1.0.0 Dice | 1.0.0 HD95 mm |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    old = {(r["case"], r["structure"]): r for r in rows if r["model"] == "1.0.0"}
-    new = [r for r in rows if r["model"] == "2.0.0"]
+    """The leave-one-out table of the card: the model with its edge, then the same weights
+    without it (what 2.0.0 shipped) and lungs 1.0.0, on the same cases."""
+    lines = ["| case | structure | Dice | HD95 mm | MSD mm | surface Dice 2 mm | volume error % | edge HU "
+             "| no edge: Dice | HD95 mm | 1.0.0: Dice | HD95 mm |", "|" + " --- |" * 12]
+    by = {(r["model"], r["case"], r["structure"]): r for r in rows}
+    new = [r for r in rows if r["model"] == VERSION]
+    others = ("no edge", "1.0.0")
     for r in new:
-        o = old[(r["case"], r["structure"])]
+        beside = " | ".join(f"{by[m, r['case'], r['structure']]['dice']:.3f} | "
+                            f"{by[m, r['case'], r['structure']]['hd95_mm']:.1f}" for m in others)
         lines.append(f"| {r['case']} | {r['structure']} | {r['dice']:.3f} | {r['hd95_mm']:.1f} | {r['msd_mm']:.2f} "
-                     f"| {r['surface_dice_2mm']:.3f} | {r['volume_error_pct']:+.1f} | {o['dice']:.3f} | {o['hd95_mm']:.1f} |")
+                     f"| {r['surface_dice_2mm']:.3f} | {r['volume_error_pct']:+.1f} | {r['edge_hu']:g} | {beside} |")
     for structure in sorted({r["structure"] for r in new}, reverse=True):
-        mean = lambda rs, key: float(np.mean([r[key] for r in rs if r["structure"] == structure]))  # noqa: E731
-        lines.append(f"| **mean** | {structure} | {mean(new, 'dice'):.3f} | {mean(new, 'hd95_mm'):.1f} "
-                     f"| {mean(new, 'msd_mm'):.2f} | {mean(new, 'surface_dice_2mm'):.3f} | "
-                     f"| {mean(list(old.values()), 'dice'):.3f} | {mean(list(old.values()), 'hd95_mm'):.1f} |")
+        def mean(model, key):
+            return float(np.mean([r[key] for r in rows if r["model"] == model and r["structure"] == structure]))
+        beside = " | ".join(f"{mean(m, 'dice'):.3f} | {mean(m, 'hd95_mm'):.1f}" for m in others)
+        lines.append(f"| **mean** | {structure} | {mean(VERSION, 'dice'):.3f} | {mean(VERSION, 'hd95_mm'):.1f} "
+                     f"| {mean(VERSION, 'msd_mm'):.2f} | {mean(VERSION, 'surface_dice_2mm'):.3f} | | | {beside} |")
     return "\n".join(lines)
 
 
-def write_bundled_package(run: Path, loo: list[dict]) -> Path:
+def write_bundled_package(run: Path, loo: list[dict], edge_hu: float | None) -> Path:
     from lungautoseg_train.package import package_checkpoint
 
     card = Path(__file__).with_name("bundled_lungs_card.md").read_text().replace("{LOO_TABLE}", loo_table(loo))
     staged = run / "MODEL_CARD.md"
     staged.write_text(card)
-    scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo if r["model"] == "2.0.0"}
+    scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo if r["model"] == VERSION}
+    edge = "null" if edge_hu is None else f"{edge_hu:g}"
     folder = package_checkpoint(run / "checkpoints" / "best.pt", MODELS, overwrite=True, card=staged,
-                                metrics={"leave_one_out_dice": scores})
+                                metrics={"leave_one_out_dice": scores},
+                                settings=[f"version={VERSION}", f"postprocessing.edge_hu={edge}"])
     print(f"bundled model: {folder}")
     return folder
 
@@ -207,17 +254,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--phantoms", type=int, default=12)
-    parser.add_argument("--stage", choices=["all", "data", "loo", "final"], default="all")
+    parser.add_argument("--stage", choices=["all", "data", "loo", "edge", "final"], default="all")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     if args.stage in ("all", "data"):
         write_data(work / "data", args.phantoms)
     if args.stage in ("all", "loo"):
         leave_one_out(work)
+    if args.stage in ("all", "edge"):
+        choose_edges(work)
     if args.stage in ("all", "final"):
         run = train(work, "final", *FINETUNE, f"data.csv={finetune_csv(work / 'data')}",
                     f"init_weights={base_weights(work)}")
-        write_bundled_package(run, json.loads((work / "loo.json").read_text()))
+        chosen = json.loads((work / "edge_chosen.json").read_text())
+        write_bundled_package(run, json.loads((work / "loo.json").read_text()), chosen["final"])
     return 0
 
 
