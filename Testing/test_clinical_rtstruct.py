@@ -11,7 +11,8 @@ from pydicom.uid import generate_uid
 import thorax_phantom as tp
 from conftest import GEOMETRIES, dice, make_phantom, shared_data
 from LungAutoSegLib.contours import fill_even_odd, trace_slice
-from LungAutoSegLib.dicom_io import read_dicom_ct, scan_dicom
+from LungAutoSegLib.dicom_io import read_dicom_ct
+from LungAutoSegLib.dicom_scan import scan_dicom
 from LungAutoSegLib.image_io import read_volume
 from LungAutoSegLib.rtstruct import read_roi_masks, write_rtstruct
 from LungAutoSegLib.structures import AliasTable

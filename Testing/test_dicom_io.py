@@ -9,7 +9,8 @@ from pydicom.uid import generate_uid
 import thorax_phantom as tp
 from bad_inputs import edit
 from conftest import GEOMETRIES, make_phantom, shared_data
-from LungAutoSegLib.dicom_io import read_dicom_ct, scan_dicom
+from LungAutoSegLib.dicom_io import read_dicom_ct
+from LungAutoSegLib.dicom_scan import scan_dicom
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.ct_reader import read_ct
 

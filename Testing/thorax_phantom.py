@@ -26,7 +26,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "LungAutoSeg"))
 
-from LungAutoSegLib.dicom_io import CT_IMAGE_STORAGE, DicomCT  # noqa: E402
+from LungAutoSegLib.dicom_io import DicomCT  # noqa: E402
+from LungAutoSegLib.dicom_scan import CT_IMAGE_STORAGE  # noqa: E402
 from LungAutoSegLib.image_io import write_volume  # noqa: E402
 from LungAutoSegLib.rtstruct import write_rtstruct  # noqa: E402
 from LungAutoSegLib.volume import Volume, affine_from_itk  # noqa: E402

@@ -1,4 +1,4 @@
-"""DICOM CT series: find them in a folder tree, read one onto the project's geometry.
+"""DICOM CT series: read one onto the project's geometry (found by ``dicom_scan``).
 
 A series is chosen by Modality and SeriesInstanceUID, never by folder name. Slices
 are sorted by their position along the slice normal (row x column direction), so the
@@ -11,20 +11,17 @@ from __future__ import annotations
 import copy
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from .dicom_scan import ENHANCED_CT_STORAGE, scan_dicom
 from .errors import InputError
 from .memory import check_fits
 from .volume import Volume, is_orthonormal
-
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"  # multi-frame: one file, per-frame geometry
-RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
 # Slice spacing may deviate from the median by this much (mm, or fraction of it,
 # whichever is larger) before the series is called uneven: scanners write positions
@@ -32,59 +29,6 @@ RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 SPACING_TOL_MM = 0.01
 SPACING_TOL_FRACTION = 0.01
 TILT_TOL_DEGREES = 0.1
-
-
-@dataclass
-class SeriesInfo:
-    """One image series found by a scan (headers only)."""
-
-    uid: str
-    modality: str
-    patient_id: str
-    study_uid: str
-    frame_of_reference_uid: str
-    description: str
-    files: list[Path] = field(default_factory=list)
-    sop_uids: set[str] = field(default_factory=set)
-
-
-@dataclass
-class RTStructInfo:
-    """One RTSTRUCT found by a scan, with what it says it references."""
-
-    path: Path
-    sop_uid: str
-    patient_id: str
-    frame_of_reference_uids: set[str]
-    referenced_series_uids: set[str]
-    referenced_sop_uids: set[str]
-    roi_names: list[str]
-    date_time: str
-
-
-@dataclass
-class DicomScan:
-    series: dict[str, SeriesInfo] = field(default_factory=dict)
-    rtstructs: list[RTStructInfo] = field(default_factory=list)
-    unreadable: list[Path] = field(default_factory=list)
-
-    def ct_series(self) -> list[SeriesInfo]:
-        return sorted(
-            (s for s in self.series.values() if s.modality == "CT"),
-            key=lambda s: (s.patient_id, s.study_uid, s.uid),
-        )
-
-    def rtstructs_for(self, series: SeriesInfo) -> list[RTStructInfo]:
-        """RTSTRUCTs that reference this series by UID (or, lacking that, by frame of reference)."""
-        by_series = [r for r in self.rtstructs if series.uid in r.referenced_series_uids]
-        if by_series:
-            return by_series
-        return [
-            r
-            for r in self.rtstructs
-            if not r.referenced_series_uids
-            and series.frame_of_reference_uid in r.frame_of_reference_uids
-        ]
 
 
 @dataclass
@@ -101,85 +45,6 @@ class DicomCT:
     @property
     def sop_uids(self) -> list[str]:
         return [ds.SOPInstanceUID for ds in self.datasets]
-
-
-def _iter_files(root: Path):
-    """Every file under ``root``, following symbolic links to folders (PACS exports and users
-    link series in), each real folder once, so a link loop ends."""
-    if root.is_file():
-        yield root
-        return
-    seen: set[str] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        subfolders.sort()
-        for name in sorted(names):
-            yield Path(folder) / name
-
-
-def _read_header(path: Path) -> Dataset | None:
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # pydicom raises many types on a damaged or foreign file: not DICOM to us
-        return None
-
-
-def _rtstruct_info(path: Path, ds: Dataset) -> RTStructInfo:
-    frames, series_uids, sop_uids = set(), set(), set()
-    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
-        frames.add(str(frame.get("FrameOfReferenceUID", "")))
-        for study in frame.get("RTReferencedStudySequence", []):
-            for series in study.get("RTReferencedSeriesSequence", []):
-                series_uids.add(str(series.get("SeriesInstanceUID", "")))
-                for image in series.get("ContourImageSequence", []):
-                    sop_uids.add(str(image.get("ReferencedSOPInstanceUID", "")))
-    return RTStructInfo(
-        path=path,
-        sop_uid=str(ds.get("SOPInstanceUID", "")),
-        patient_id=str(ds.get("PatientID", "")),
-        frame_of_reference_uids=frames,
-        referenced_series_uids=series_uids,
-        referenced_sop_uids=sop_uids,
-        roi_names=[str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])],
-        date_time=f"{ds.get('StructureSetDate', '')}{ds.get('StructureSetTime', '')}",
-    )
-
-
-def scan_dicom(root: str | os.PathLike) -> DicomScan:
-    """Index every DICOM file under ``root`` (any depth) by series; headers only."""
-    root = Path(root)
-    if not root.exists():
-        raise InputError("no such file or folder", root)
-    scan = DicomScan()
-    for path in _iter_files(root):
-        ds = _read_header(path)
-        if ds is None or "SOPClassUID" not in ds:
-            scan.unreadable.append(path)
-            continue
-        if ds.SOPClassUID == RTSTRUCT_STORAGE or ds.get("Modality") == "RTSTRUCT":
-            scan.rtstructs.append(_rtstruct_info(path, ds))
-            continue
-        enhanced = ds.SOPClassUID == ENHANCED_CT_STORAGE
-        if "SeriesInstanceUID" not in ds or ("ImagePositionPatient" not in ds and not enhanced):
-            continue  # plans, doses, reports: not image slices
-        uid = str(ds.SeriesInstanceUID)
-        info = scan.series.get(uid)
-        if info is None:
-            info = scan.series[uid] = SeriesInfo(
-                uid=uid,
-                modality=str(ds.get("Modality", "")),
-                patient_id=str(ds.get("PatientID", "")),
-                study_uid=str(ds.get("StudyInstanceUID", "")),
-                frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
-                description=str(ds.get("SeriesDescription", "")),
-            )
-        info.files.append(path)
-        info.sop_uids.add(str(ds.get("SOPInstanceUID", "")))
-    return scan
 
 
 def read_dicom_ct(source, series_uid: str | None = None) -> DicomCT:

@@ -27,7 +27,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from .atomic import atomic_path
 from .contours import drop_repeats, fill_even_odd, trace_slice
-from .dicom_io import RTSTRUCT_STORAGE, DicomCT
+from .dicom_io import DicomCT
+from .dicom_scan import RTSTRUCT_STORAGE
 from .errors import InputError
 from .structures import STRUCTURES
 from .volume import Volume

@@ -25,7 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from LungAutoSegLib.atomic import atomic_path
-from LungAutoSegLib.dicom_io import DicomScan, RTStructInfo, SeriesInfo, read_dicom_ct, scan_dicom
+from LungAutoSegLib.dicom_io import read_dicom_ct
+from LungAutoSegLib.dicom_scan import DicomScan, RTStructInfo, SeriesInfo, scan_dicom
 from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.image_io import write_volume
 from LungAutoSegLib.rtstruct import read_roi_masks
