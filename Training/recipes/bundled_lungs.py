@@ -238,11 +238,11 @@ def loo_table(rows: list[dict]) -> str:
 def write_bundled_package(run: Path, loo: list[dict], edge_hu: float | None) -> Path:
     from lungautoseg_train.package import package_checkpoint
 
-    card = Path(__file__).with_name("bundled_lungs_card.md").read_text().replace("{LOO_TABLE}", loo_table(loo))
-    staged = run / "MODEL_CARD.md"
-    staged.write_text(card)
-    scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo if r["model"] == VERSION}
     edge = "null" if edge_hu is None else f"{edge_hu:g}"
+    card = Path(__file__).with_name("bundled_lungs_card.md").read_text()
+    staged = run / "MODEL_CARD.md"
+    staged.write_text(card.replace("{LOO_TABLE}", loo_table(loo)).replace("{EDGE_HU}", f"{edge} HU"))
+    scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo if r["model"] == VERSION}
     folder = package_checkpoint(run / "checkpoints" / "best.pt", MODELS, overwrite=True, card=staged,
                                 metrics={"leave_one_out_dice": scores},
                                 settings=[f"version={VERSION}", f"postprocessing.edge_hu={edge}"])
