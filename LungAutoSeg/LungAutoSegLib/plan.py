@@ -60,15 +60,19 @@ class Postprocessing:
 
     @classmethod
     def from_dict(cls, data) -> "Postprocessing":
-        names = [f.name for f in fields(cls)]
-        flags = {k: v for k, v in data.items() if k != "edge_hu"} if isinstance(data, dict) else None
+        flags = ("largest_component", "fill_holes")
         edge = data.get("edge_hu") if isinstance(data, dict) else None
-        if not (flags is not None and set(data) <= set(names) and all(isinstance(v, bool) for v in flags.values())
-                and (edge is None or (isinstance(edge, (int, float)) and not isinstance(edge, bool)
-                                      and -1000 < edge < 1000))):
-            raise InputError(f"manifest inference postprocessing must map {', '.join(names[:2])} to true or false "
+        valid = (isinstance(data, dict) and set(data) <= {*flags, "edge_hu"}
+                 and all(isinstance(data[f], bool) for f in flags if f in data)
+                 and (edge is None or (_is_number(edge) and -1000 < edge < 1000)))
+        if not valid:
+            raise InputError(f"manifest inference postprocessing must map {', '.join(flags)} to true or false "
                              f"and edge_hu to null or a HU value between -1000 and 1000 (got {data!r})")
-        return cls(**{**flags, "edge_hu": None if edge is None else float(edge)})
+        return cls(**{**data, "edge_hu": None if edge is None else float(edge)})
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # Why these defaults. "patch_size": the training patch; "window": the largest sliding window.

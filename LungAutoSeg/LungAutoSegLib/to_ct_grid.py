@@ -7,10 +7,10 @@ blocky nearest-neighbour steps.
 With the plan's ``edge_hu``, the CT itself draws the edge where the model grid is too coarse
 to: a voxel the interpolated mask leaves undecided (strictly between 0 and 1, so within one
 model voxel of the boundary) is claimed when its HU is below ``edge_hu`` (and not air, see
-``AIR_HU``), then each slice's holes are filled (vessels at the pleura, which experts include). On the expert CTs contoured
-to the common convention, each segmented by a model that never saw it, the edge turned Dice
-0.960-0.975 into 0.97-0.98 (the model card's leave-one-out table; the value is chosen by
-``lungautoseg-train tune-edge``, per package).
+``AIR_HU``), then each slice's holes are filled (vessels at the pleura, which experts
+include). On the expert CTs contoured to the common convention, each segmented by a model
+that never saw it, the edge turned Dice 0.960-0.975 into 0.97-0.98 (the model card's
+leave-one-out table; the value is chosen by ``lungautoseg-train tune-edge``, per package).
 """
 from __future__ import annotations
 

@@ -167,8 +167,8 @@ def leave_one_out(work: Path) -> list[dict]:
     records = read_dataset(csv)
     rows = []
     for case in expert_cases(work / "data"):  # the held-out patient never chooses a checkpoint: no validation
-        run = train(work, f"loo_{case}", *FINETUNE, f"data.csv={finetune_csv(work / 'data', case)}",
-                    f"init_weights={base_weights(work)}")
+        train(work, f"loo_{case}", *FINETUNE, f"data.csv={finetune_csv(work / 'data', case)}",
+              f"init_weights={base_weights(work)}")
         held_out = [r for r in records if r.case == case]
         for model, package in (("no edge", loo_package(work, case)), ("1.0.0", BASE_MODEL)):
             for row in evaluate_records(package, held_out, csv, device="cpu")["cases"]:
@@ -193,10 +193,10 @@ def choose_edges(work: Path) -> dict:
     csv = work / "data" / "dataset.csv"
     records = {r.case: r for r in read_dataset(csv)}
     experts = expert_cases(work / "data")
+    packages = {case: load_package(loo_package(work, case)) for case in experts}
     scores_path = work / "edge.json"
     if not scores_path.is_file():  # each expert CT scored by the one model that never saw it
-        scores = [row for case in experts for row in edge_dice(load_package(loo_package(work, case)),
-                                                               [records[case]], csv)]
+        scores = [row for case in experts for row in edge_dice(packages[case], [records[case]], csv)]
         scores_path.write_text(json.dumps(scores, indent=2))
     scores = json.loads(scores_path.read_text())
     common = [c for c in experts if c not in OTHER_CONVENTION]
@@ -204,8 +204,8 @@ def choose_edges(work: Path) -> dict:
     chosen["final"] = best_edge(scores, common)
     rows = [r for r in json.loads((work / "loo.json").read_text()) if r["model"] != VERSION]
     for case in experts:
-        package = with_edge(load_package(loo_package(work, case)), chosen[case])
-        for row in evaluate_records(package, [records[case]], csv, device="cpu")["cases"]:
+        for row in evaluate_records(with_edge(packages[case], chosen[case]), [records[case]], csv,
+                                    device="cpu")["cases"]:
             rows.append({"model": VERSION, "edge_hu": chosen[case], **row})
             print(json.dumps(rows[-1]))
     (work / "loo.json").write_text(json.dumps(rows, indent=2))
@@ -241,7 +241,8 @@ def write_bundled_package(run: Path, loo: list[dict], edge_hu: float | None) -> 
     edge = "null" if edge_hu is None else f"{edge_hu:g}"
     card = Path(__file__).with_name("bundled_lungs_card.md").read_text()
     staged = run / "MODEL_CARD.md"
-    staged.write_text(card.replace("{LOO_TABLE}", loo_table(loo)).replace("{EDGE_HU}", f"{edge} HU"))
+    staged.write_text(card.replace("{LOO_TABLE}", loo_table(loo)).replace("{EDGE_HU}", "off" if edge_hu is None
+                                                                          else f"{edge} HU"))
     scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo if r["model"] == VERSION}
     folder = package_checkpoint(run / "checkpoints" / "best.pt", MODELS, overwrite=True, card=staged,
                                 metrics={"leave_one_out_dice": scores},
