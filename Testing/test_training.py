@@ -242,6 +242,9 @@ def test_tune_edge_measures_the_ct_grid_edge_and_package_sets_the_chosen_value(t
     assert package.manifest["weights"]["sha256"] == load_package(summary["package"]).manifest["weights"]["sha256"]
     phantom = tp.render(tp.make_anatomy(60), tp.make_grid((192, 192, 24), (1.9, 1.9, 6.0)))
     edged = predict(phantom.ct, package, device="cpu").labels.array
+    scored = next(r for r in result["rows"] if r["edge_hu"] == best and r["structure"] == "Lung_R"
+                  and r["case"] == result["cases"][0])  # tune-edge's one network run scores what predict gives
+    assert scored["dice"] == pytest.approx(dice(edged == 1, phantom.masks["Lung_R"]), abs=2e-4)
     plain = predict(phantom.ct, load_package(summary["package"]), device="cpu").labels.array
     assert dice(edged == 1, phantom.masks["Lung_R"]) > dice(plain == 1, phantom.masks["Lung_R"])
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import InputError
 from .model_package import ModelPackage
-from .plan import Inference
+from .plan import Inference, Postprocessing
 from .postprocess import probabilities_to_masks
 from .preprocess import image_to_model
 from .review import Review, review
@@ -89,6 +89,23 @@ def _one_window(network, tensor, roi_size, padding: str):
     return network(padded)[(slice(None), slice(None), *crop)]
 
 
+def on_model_grid(ct: Volume, package: ModelPackage, network, device: str, lap=lambda stage, fraction: None):
+    """The model-grid half of ``predict``: (probabilities, structure masks, the model grid)."""
+    image, grid = image_to_model(ct, package.plan.preprocessing)
+    lap("preprocess", 0.3)
+    probabilities = predict_probabilities(network, image, package.plan.inference, device, package.downsampling_factor)
+    lap("inference", 0.8)
+    masks = probabilities_to_masks(probabilities, package.plan.inference.postprocessing)
+    lap("postprocess", 0.85)
+    return probabilities, masks, grid
+
+
+def labels_on_ct(masks: np.ndarray, grid: Volume, ct: Volume, steps: Postprocessing) -> np.ndarray:
+    """The CT-grid half of ``predict``: model-grid masks -> the label map on the CT's grid. Apart
+    so that ``lungautoseg-train tune-edge`` can try many ``edge_hu`` on one network run."""
+    return keep_largest_components(label_map(masks, grid, ct, steps.edge_hu), len(masks), steps)
+
+
 def predict(ct: Volume, package: ModelPackage, *, device: str = "auto", network=None,
             with_probabilities: bool = False, with_review: bool = False, progress=None) -> Segmentation:
     """Label the package's structures on ``ct``. ``progress(stage, fraction)`` is called per stage."""
@@ -106,15 +123,8 @@ def predict(ct: Volume, package: ModelPackage, *, device: str = "auto", network=
     device = resolve_device(device)
     network = network if network is not None else package.load_network(device)
     lap("load_model", 0.1)
-    plan = package.plan
-    image, grid = image_to_model(ct, plan.preprocessing)
-    lap("preprocess", 0.3)
-    probabilities = predict_probabilities(network, image, plan.inference, device, package.downsampling_factor)
-    lap("inference", 0.8)
-    steps = plan.inference.postprocessing
-    masks = probabilities_to_masks(probabilities, steps)
-    lap("postprocess", 0.85)
-    labels = ct.with_array(keep_largest_components(label_map(masks, grid, ct, steps.edge_hu), len(masks), steps))
+    probabilities, masks, grid = on_model_grid(ct, package, network, device, lap)
+    labels = ct.with_array(labels_on_ct(masks, grid, ct, package.plan.inference.postprocessing))
     structures = probabilities[1:].cpu().numpy() if with_probabilities or with_review else None
     on_ct = probability_maps(structures, grid, ct) if with_probabilities else None
     lap("resample", 0.95 if with_review else 1.0)

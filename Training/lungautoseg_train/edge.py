@@ -3,8 +3,9 @@
 The edge (``LungAutoSegLib.to_ct_grid``) redraws the model's boundary where the CT turns from
 lung to tissue. Where exactly in that turn an expert puts the line is a contouring convention,
 so the value is measured on cases contoured to the convention the model is to follow, and
-never on a case it is then scored on. The model runs through the engine's ``predict``: what is
-measured is what users get.
+never on a case it is then scored on. The model runs once per case through the two halves of
+the engine's ``predict`` (``on_model_grid``, then ``labels_on_ct`` per value): what is measured
+is what users get.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from LungAutoSegLib.atomic import atomic_path
-from LungAutoSegLib.inference import predict, resolve_device
+from LungAutoSegLib.inference import labels_on_ct, on_model_grid, resolve_device
 from LungAutoSegLib.model_package import ModelPackage, load_package
 
 from .data import CaseRecord, label_values, read_dataset
@@ -44,8 +45,10 @@ def edge_dice(package: ModelPackage, records: list[CaseRecord], csv_path, candid
     for record in tqdm(records, desc="tune-edge", unit="case", disable=not progress):
         ct, reference, ignore = read_case(record)
         keep = ~ignore if ignore is not None else np.ones(ct.array.shape, bool)
+        _, masks, grid = on_model_grid(ct, package, network, device)
         for edge_hu in (None, *candidates):
-            labels = predict(ct, with_edge(package, edge_hu), device=device, network=network).labels.array
+            steps = with_edge(package, edge_hu).plan.inference.postprocessing
+            labels = labels_on_ct(masks, grid, ct, steps)
             for label, (name, value) in enumerate(zip(package.structure_names, values), start=1):
                 score = dice((labels == label) & keep, (reference.array == value) & keep)
                 rows.append({"case": record.case, "structure": name, "edge_hu": edge_hu, "dice": round(score, 4)})
