@@ -340,11 +340,16 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         segmentation = segmentationNode.GetSegmentation()
         return any(segmentation.GetSegmentIdBySegmentName(name) for name in names)
 
+    def pythonSlicer(self):
+        """Slicer's own Python: on PATH inside Slicer, else bin/PythonSlicer(.exe) under its home."""
+        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+        return shutil.which("PythonSlicer") or str(Path(slicer.app.slicerHome) / "bin" / name)
+
     def segment(self, ctNode, model, structures, device="auto", outputSegmentationNode=None, wait=False,
                 onProgress=None, onFinished=None):
         from LungAutoSegLib.engine_process import EngineJob
 
-        job = EngineJob(python=shutil.which("PythonSlicer") or slicer.app.slicerHome + "/bin/PythonSlicer")
+        job = EngineJob(python=self.pythonSlicer())
         slicer.util.exportNode(ctNode, str(job.input), {"useCompression": 0})
         command = job.command(model=model, structures=structures, device=device, review=True)
         moduleFolder = str(Path(__file__).resolve().parent)  # PythonSlicer does not see module paths
@@ -432,7 +437,7 @@ class LungAutoSegTest(ScriptedLoadableModuleTest):
         example = Path(__file__).resolve().parent / "Resources" / "Example" / "lung2_example.nrrd"
         ct = slicer.util.loadVolume(str(example))
         logic = LungAutoSegLogic()
-        node = logic.segment(ct, logic.installedModels()[0], ["Lung_R"], "cpu", wait=True)
+        node = logic.segment(ct, logic.defaultModel(), ["Lung_R"], "cpu", wait=True)
         segmentation = node.GetSegmentation()
         self.assertEqual(segmentation.GetNthSegment(0).GetName(), "Lung_R")
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentation.GetSegmentIdBySegmentName("Lung_R"), ct)

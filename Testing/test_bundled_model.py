@@ -28,6 +28,14 @@ def test_the_bundled_package_is_verified_small_and_described(package):
     assert "known failure modes" in card
 
 
+def test_the_newest_package_is_chosen_by_version_number_not_by_name(tmp_path):
+    for version in ("9.0.0", "10.0.0", "2.1.0"):
+        (tmp_path / f"lungs-{version}").mkdir()
+        (tmp_path / f"lungs-{version}" / "manifest.json").write_text(json.dumps({"version": version}))
+    (tmp_path / "notes").mkdir()  # not a package: no manifest
+    assert bundled_package(tmp_path).name == "lungs-10.0.0"
+
+
 def test_the_previous_model_stays_importable_and_runs():
     old = load_package(bundled_package().parent / "lungs-1.0.0")
     assert old.manifest["version"] == "1.0.0"

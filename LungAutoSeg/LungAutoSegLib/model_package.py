@@ -190,11 +190,17 @@ def _extract_zip(path: Path) -> Path:
     return manifests[0].parent if len(manifests) == 1 else target
 
 
-def bundled_package() -> Path:
-    packages = sorted(p for p in BUNDLED_MODELS.glob("*") if (p / MANIFEST_NAME).is_file())
+def bundled_package(folder: Path = BUNDLED_MODELS) -> Path:
+    """The newest package in ``folder`` by version number (as text, lungs-10.0.0 < lungs-9.0.0)."""
+    packages = sorted((p for p in folder.glob("*") if (p / MANIFEST_NAME).is_file()), key=_version_key)
     if not packages:
-        raise InputError("no bundled model found", BUNDLED_MODELS)
+        raise InputError("no bundled model found", folder)
     return packages[-1]
+
+
+def _version_key(folder: Path) -> tuple:
+    version = json.loads((folder / MANIFEST_NAME).read_text()).get("version", "")
+    return tuple(int(part) if part.isdigit() else -1 for part in str(version).split(".")), folder.name
 
 
 def write_package(out: str | os.PathLike, manifest: dict, state_dict: dict, *, overwrite: bool = False,
