@@ -317,18 +317,16 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         return f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
 
     def ensureDependencies(self):
-        """torch through the PyTorch extension, MONAI and the rest with pip, after asking."""
+        """torch through the PyTorch extension, MONAI and the rest with pip (the engine's own
+        pins, LungAutoSegLib/requirements.py), after asking."""
+        from LungAutoSegLib.requirements import IN_SLICER
+
         if importlib.util.find_spec("torch") is None:
             import PyTorchUtils
 
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
                 return False
-        missing = []
-        for module, requirement in (("monai", "monai>=1.5,<1.7"), ("safetensors", "safetensors>=0.4"),
-                                    ("filelock", "filelock>=3.12"), ("tqdm", "tqdm"),
-                                    ("cv2", "opencv-python-headless>=4.8")):
-            if importlib.util.find_spec(module) is None:
-                missing.append(requirement)
+        missing = [requirement for module, requirement in IN_SLICER if importlib.util.find_spec(module) is None]
         if missing:
             if not slicer.util.confirmOkCancelDisplay(f"LungAutoSeg needs {', '.join(missing)}. Install now?"):
                 return False

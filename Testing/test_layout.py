@@ -2,10 +2,12 @@
 import py_compile
 import re
 import subprocess
+import tomllib
 
 from PIL import Image
 
 from conftest import REPO
+from LungAutoSegLib.requirements import IN_SLICER, NOT_NEEDED_IN_SLICER, SHIPPED_WITH_SLICER
 
 MODULE = REPO / "LungAutoSeg"
 
@@ -55,3 +57,13 @@ def test_ci_runs_the_readme_test_command():
         cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     assert extracted == command and "pytest" in command
     assert re.search(r"<!-- main-command -->\n```\n.*lungautoseg", readme)
+
+
+def test_the_slicer_module_installs_the_engines_own_pins_and_misses_none():
+    """One truth for what the engine needs: pyproject.toml. The module's list takes its pins."""
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    offered = [requirement for _, requirement in IN_SLICER]
+    assert set(offered) <= set(dependencies)
+    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0) for d in dependencies}
+    accounted = {re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in offered}
+    assert names == accounted | set(SHIPPED_WITH_SLICER) | set(NOT_NEEDED_IN_SLICER) | {"torch"}

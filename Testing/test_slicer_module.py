@@ -344,6 +344,25 @@ def test_import_model_installs_a_good_package_and_refuses_a_bad_one(standin, sce
 
 
 
+def test_missing_packages_are_installed_with_the_engines_pins_after_asking(standin, monkeypatch):
+    import importlib.util
+
+    import slicer
+    from LungAutoSegLib.requirements import IN_SLICER
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name in ("monai", "cv2")
+                        else found(name, *args))
+    installed = []
+    monkeypatch.setattr(slicer.util, "pip_install", installed.append)
+    logic = standin.module.LungAutoSegLogic()
+    assert not logic.ensureDependencies() and installed == []  # testing mode answers the prompt as Cancel
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *args, **kwargs: True)
+    assert logic.ensureDependencies()
+    assert installed == [dict(IN_SLICER)["monai"], dict(IN_SLICER)["cv2"]]
+    assert installed[0] == "monai>=1.5,<1.7"
+
+
 def test_the_modules_own_self_test_passes(standin, scene):
     standin.module.LungAutoSegTest().runTest()
 

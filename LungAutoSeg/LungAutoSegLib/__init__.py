@@ -1,4 +1,4 @@
-"""LungAutoSeg engine: CT and RTSTRUCT I/O on one geometry convention, and (later) inference.
+"""LungAutoSeg engine: CT, RTSTRUCT and SEG I/O on one geometry convention, inference, and the checks.
 
 No Qt and no ``slicer`` import here: this package runs in Slicer's Python, in a plain
 virtual environment, and in the subprocess the Slicer module starts.
