@@ -5,6 +5,7 @@ import pytest
 
 from conftest import GEOMETRIES, dice, make_phantom, shared_data
 from LungAutoSegLib.ct_reader import read_ct
+from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.image_io import read_volume
 from LungAutoSegLib.inference import predict
 from LungAutoSegLib.model_package import bundled_package, load_package, sha256_of
@@ -34,6 +35,10 @@ def test_the_newest_package_is_chosen_by_version_number_not_by_name(tmp_path):
         (tmp_path / f"lungs-{version}" / "manifest.json").write_text(json.dumps({"version": version}))
     (tmp_path / "notes").mkdir()  # not a package: no manifest
     assert bundled_package(tmp_path).name == "lungs-10.0.0"
+    (tmp_path / "lungs-9.0.0" / "manifest.json").write_text("{ not json")
+    with pytest.raises(InputError, match="unreadable model manifest") as raised:
+        bundled_package(tmp_path)
+    assert "lungs-9.0.0" in str(raised.value)
 
 
 def test_the_previous_model_stays_importable_and_runs():

@@ -199,7 +199,10 @@ def bundled_package(folder: Path = BUNDLED_MODELS) -> Path:
 
 
 def _version_key(folder: Path) -> tuple:
-    version = json.loads((folder / MANIFEST_NAME).read_text()).get("version", "")
+    try:
+        version = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")).get("version", "")
+    except (OSError, ValueError, AttributeError) as error:
+        raise InputError(f"unreadable model manifest ({error})", folder / MANIFEST_NAME) from None
     return tuple(int(part) if part.isdigit() else -1 for part in str(version).split(".")), folder.name
 
 

@@ -47,7 +47,7 @@ def edge_dice(package: ModelPackage, records: list[CaseRecord], csv_path, candid
         keep = ~ignore if ignore is not None else np.ones(ct.array.shape, bool)
         _, masks, grid = on_model_grid(ct, package, network, device)
         for edge_hu in (None, *candidates):
-            steps = with_edge(package, edge_hu).plan.inference.postprocessing
+            steps = dataclasses.replace(package.plan.inference.postprocessing, edge_hu=edge_hu)
             labels = labels_on_ct(masks, grid, ct, steps)
             for label, (name, value) in enumerate(zip(package.structure_names, values), start=1):
                 score = dice((labels == label) & keep, (reference.array == value) & keep)
