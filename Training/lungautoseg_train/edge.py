@@ -45,12 +45,13 @@ def edge_dice(package: ModelPackage, records: list[CaseRecord], csv_path, candid
     for record in tqdm(records, desc="tune-edge", unit="case", disable=not progress):
         ct, reference, ignore = read_case(record)
         keep = ~ignore if ignore is not None else np.ones(ct.array.shape, bool)
+        expected = [(reference.array == value) & keep for value in values]  # the same for every value
         _, masks, grid = on_model_grid(ct, package, network, device)
         for edge_hu in (None, *candidates):
             steps = dataclasses.replace(package.plan.inference.postprocessing, edge_hu=edge_hu)
             labels = labels_on_ct(masks, grid, ct, steps)
-            for label, (name, value) in enumerate(zip(package.structure_names, values), start=1):
-                score = dice((labels == label) & keep, (reference.array == value) & keep)
+            for label, (name, truth) in enumerate(zip(package.structure_names, expected), start=1):
+                score = dice((labels == label) & keep, truth)
                 rows.append({"case": record.case, "structure": name, "edge_hu": edge_hu, "dice": round(score, 4)})
     return rows
 

@@ -1,4 +1,4 @@
-"""Build the bundled Lung_R + Lung_L model 2.0: data, leave-one-patient-out, final.
+"""Build the bundled Lung_R + Lung_L model (version: bundled_lungs.yaml): data, leave-one-out, edge, final.
 
     python Training/recipes/bundled_lungs.py --work /tmp/bundled2 [--stage all|data|loo|edge|final]
 
@@ -238,11 +238,11 @@ def loo_table(rows: list[dict]) -> str:
 def write_bundled_package(run: Path, loo: list[dict], edge_hu: float | None) -> Path:
     from lungautoseg_train.package import package_checkpoint
 
-    edge = "null" if edge_hu is None else f"{edge_hu:g}"
+    edge = "null" if edge_hu is None else f"{edge_hu:g}"  # as the manifest says it
     card = Path(__file__).with_name("bundled_lungs_card.md").read_text()
     staged = run / "MODEL_CARD.md"
-    staged.write_text(card.replace("{LOO_TABLE}", loo_table(loo)).replace("{EDGE_HU}", "off" if edge_hu is None
-                                                                          else f"{edge} HU"))
+    staged.write_text(card.replace("{LOO_TABLE}", loo_table(loo))
+                      .replace("{EDGE_HU}", "off" if edge_hu is None else f"{edge} HU"))
     scores = {f"loo_{r['case']}_{r['structure']}_dice": r["dice"] for r in loo if r["model"] == VERSION}
     folder = package_checkpoint(run / "checkpoints" / "best.pt", MODELS, overwrite=True, card=staged,
                                 metrics={"leave_one_out_dice": scores},
