@@ -18,7 +18,8 @@ import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 
-STRUCTURE_LABELS = {"Lung_R": "right lung", "Lung_L": "left lung"}
+STRUCTURE_LABELS = {"Lung_R": "right lung", "Lung_L": "left lung", "Heart": "heart", "Esophagus": "esophagus",
+                    "SpinalCord": "spinal cord"}
 
 
 class LungAutoSeg(ScriptedLoadableModule):
@@ -283,7 +284,7 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         return bundled, user
 
     def defaultModel(self):
-        """The engine's own default: the newest bundled package."""
+        """The engine's own default: the bundled package with the most structures, then the newest."""
         from LungAutoSegLib.model_package import bundled_package
 
         return bundled_package()

@@ -125,32 +125,51 @@ def test_export_cuts_the_tumour_out_and_ignores_it_with_a_margin(tmp_path):
     assert row["ignore"] == case["ignore"]
 
 
-README_VOLUMES_ML = {  # ../shared/data/real/nsclc_radiomics_lung1/README.md
-    "LUNG1-005": (1398.5, 1576.3), "LUNG1-006": (3768.8, 2771.8),
-    "LUNG1-008": (1282.5, 1332.6), "LUNG1-010": (1815.4, 1765.7),
+STRUCTURES = ["Lung_R", "Lung_L", "Heart", "Esophagus", "SpinalCord"]
+README_VOLUMES_ML = {  # ../shared/data/real/nsclc_radiomics_lung1/README.md; no Heart on 004 and 009
+    "LUNG1-004": {"Lung_R": 2804.0, "Lung_L": 2227.0, "Esophagus": 35.6, "SpinalCord": 53.5},
+    "LUNG1-005": {"Lung_R": 1398.5, "Lung_L": 1576.3, "Heart": 767.4, "Esophagus": 55.2, "SpinalCord": 67.7},
+    "LUNG1-006": {"Lung_R": 3768.8, "Lung_L": 2771.8, "Heart": 872.1, "Esophagus": 51.2, "SpinalCord": 85.1},
+    "LUNG1-008": {"Lung_R": 1282.5, "Lung_L": 1332.6, "Heart": 620.6, "Esophagus": 50.9, "SpinalCord": 78.5},
+    "LUNG1-009": {"Lung_R": 1553.6, "Lung_L": 2230.8, "Esophagus": 46.5, "SpinalCord": 67.3},
+    "LUNG1-010": {"Lung_R": 1815.4, "Lung_L": 1765.7, "Heart": 528.2, "Esophagus": 44.2, "SpinalCord": 61.8},
 }
+ROI_NAMES = {"Lung_R": "Lung-Right", "Lung_L": "Lung-Left", "Heart": "Heart", "Esophagus": "Esophagus",
+             "SpinalCord": "Spinal-Cord"}
 
 
-def test_the_nsclc_planning_cts_export_with_the_readme_volumes_and_the_tumour_ignored(tmp_path):
+def test_the_six_nsclc_planning_cts_export_every_structure_they_have_with_the_readme_volumes(tmp_path):
+    """All six cases export; a case without a Heart contour keeps the others and lists what it has
+    (the Heart unlabelled, not background); every label is the RTSTRUCT's contour less the tumour
+    (and less what an earlier structure took), whose volume is the README's within 1%."""
     root = shared_data("real", "nsclc_radiomics_lung1")
-    report = run_export(root, ["Lung_R", "Lung_L"], tmp_path / "out", progress=False,
-                        exclusion=Exclusion(("GTV*",)))
-    assert report["summary"]["exported"] == 4
+    report = run_export(root, STRUCTURES, tmp_path / "out", progress=False, exclusion=Exclusion(("GTV*",)))
+    assert report["summary"]["exported"] == 6 and report["summary"]["partially_labelled"] == 2
+    rows = {r["case"]: r for r in csv.DictReader((tmp_path / "out" / "dataset.csv").open())}
     for case in report["cases"]:
-        assert case["matched"] == {"Lung_R": "Lung-Right", "Lung_L": "Lung-Left"}
+        expected = README_VOLUMES_ML[case["case"]]
+        assert case["labelled"] == [s for s in STRUCTURES if s in expected]
+        assert rows[case["case"]]["labelled"].split() == case["labelled"]
+        assert case["missing"] == [s for s in STRUCTURES if s not in expected]
+        assert case["matched"] == {s: ROI_NAMES[s] for s in expected}
         assert case["excluded"] and all(re.fullmatch(r"(?i)gtv-\d", n) for n in case["excluded"])
         label = read_volume(tmp_path / "out" / case["label"])
         ignore = read_volume(tmp_path / "out" / case["ignore"]).array > 0
         ml = float(np.prod(label.spacing)) / 1000
         ct = read_dicom_ct(next(s for s in scan_dicom(root).ct_series() if s.uid == case["series_uid"]).files)
-        tumour = np.logical_or.reduce(list(read_roi_masks(case["rtstruct"], ct, case["excluded"]).masks.values()))
-        rtstruct = read_roi_masks(case["rtstruct"], ct, ["Lung-Right", "Lung-Left"]).masks
-        for value, (roi, expected) in enumerate(zip(("Lung-Right", "Lung-Left"), README_VOLUMES_ML[case["case"]]), 1):
-            lung = label.array == value
-            assert not (lung & tumour).any() and ignore[tumour].all()
-            overlap = 59 if (case["case"], value) == ("LUNG1-006", 2) else 0  # voxels drawn in both lungs
-            restored = (lung.sum() + (rtstruct[roi] & tumour).sum() + overlap) * ml
-            assert abs(restored - expected) <= 0.01 * expected, (case["case"], roi, restored, expected)
+        rois = read_roi_masks(case["rtstruct"], ct, [ROI_NAMES[s] for s in expected] + case["excluded"]).masks
+        tumour = np.logical_or.reduce([rois[n] for n in case["excluded"]])
+        assert ignore[tumour].all()
+        taken = tumour.copy()
+        for value, structure in enumerate(STRUCTURES, start=1):
+            if structure not in expected:
+                assert not (label.array == value).any(), (case["case"], structure)
+                continue
+            contour = rois[ROI_NAMES[structure]]
+            assert np.array_equal(label.array == value, contour & ~taken), (case["case"], structure)
+            taken |= contour
+            assert abs(contour.sum() * ml - expected[structure]) <= 0.01 * expected[structure], \
+                (case["case"], structure, contour.sum() * ml, expected[structure])
 
 
 def test_dicom_seg_and_rtstruct_give_the_same_structures_on_the_nsclc_cts():

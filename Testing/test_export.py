@@ -45,6 +45,32 @@ def test_exported_label_equals_ground_truth_in_world_coordinates(tmp_path, write
     assert right[0] < -40 < 40 < left[0]  # Lung_R on the patient's right: -x in LPS
 
 
+def test_a_case_without_a_heart_contour_is_exported_with_the_heart_unlabelled(tmp_path, write_phantom_case):
+    """A clinic that did not contour the heart did not say "no heart here": the case keeps its
+    other structures at their own label values, and says which it has (dataset.csv, report)."""
+    _, phantom = write_phantom_case(seed=3, roi_names={"Heart": "PTV_70"})  # no ROI denotes the heart
+    write_phantom_case(seed=4)
+    report = export(tmp_path / "dicom", tmp_path / "out", workers=1)
+    cases = cases_by_name(report)
+    partial, whole = cases["PHANTOM-003"], cases["PHANTOM-004"]
+    assert partial["status"] == "exported" and partial["missing"] == ["Heart"]
+    assert partial["labelled"] == [n for n in ALL if n != "Heart"] and whole["labelled"] == ALL
+    assert "not contoured, left unlabelled: Heart" in partial["warnings"]
+    assert report["summary"]["partially_labelled"] == 1
+    label = read_volume(tmp_path / "out" / partial["label"]).array
+    assert not (label == ALL.index("Heart") + 1).any()
+    for value, name in enumerate(ALL, start=1):
+        if name != "Heart":
+            assert dice(label == value, phantom.masks[name]) >= 0.99, name
+    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "dataset.csv"))}
+    assert rows["PHANTOM-003"]["labelled"].split() == partial["labelled"]
+    from lungautoseg_train.data import read_dataset
+
+    records = {r.case: r for r in read_dataset(tmp_path / "out" / "dataset.csv")}
+    assert records["PHANTOM-003"].unlabelled(ALL).tolist() == [name == "Heart" for name in ALL]
+    assert not records["PHANTOM-004"].unlabelled(ALL).any()
+
+
 def test_roi_names_are_matched_through_aliases(tmp_path, write_phantom_case):
     write_phantom_case(seed=1, roi_names={"Lung_R": "RT LUNG", "Lung_L": "Lt Lung", "Heart": "HEART"})
     report = export(tmp_path / "dicom", tmp_path / "out", rois=["Lung_R", "Lung_L", "Heart"], workers=1)

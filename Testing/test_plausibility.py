@@ -98,3 +98,71 @@ def test_a_chest_ct_whose_scan_ends_inside_a_lung_is_told_incomplete_coverage(tm
     report = run_segment(_chest_source("reference", "pyrad_lung1"), tmp_path / "out", device="cpu")
     assert report["warnings"] and all(w.startswith("incomplete coverage") for w in report["warnings"])
     assert any("cuts Lung_R" in w for w in report["warnings"])
+
+
+def _thorax(direction=np.eye(3)) -> tuple[Volume, dict[str, np.ndarray]]:
+    """A 3 mm chest with the five structures where anatomy puts them (LPS: right lung at -x,
+    cord behind the esophagus and the heart); ``direction`` flips or turns the grid's axes."""
+    shape = (50, 80, 100)  # k, j, i
+    hu = np.full(shape, 40, np.int16)
+    hu[:, 60:66, 45:55] = 700  # vertebra
+    masks = {name: np.zeros(shape, bool) for name in ("Lung_R", "Lung_L", "Heart", "Esophagus", "SpinalCord")}
+    masks["Lung_R"][5:45, 15:60, 8:40] = True
+    masks["Lung_L"][5:45, 15:60, 60:92] = True
+    masks["Heart"][10:25, 12:35, 42:62] = True    # 15 x 23 x 20 voxels of 27 ml: 186 ml
+    masks["Esophagus"][5:48, 50:54, 48:52] = True
+    masks["SpinalCord"][0:50, 61:64, 49:51] = True
+    for name in ("Lung_R", "Lung_L"):
+        hu[masks[name]] = -850
+    centre = np.array([50, 40, 25]) * 3.0
+    affine_origin = -np.asarray(direction) @ centre
+    return Volume.from_spacing(hu, (3.0, 3.0, 3.0), affine_origin, np.asarray(direction, float)), masks
+
+
+def _organ_check(ct, masks, components=None, overlaps=None):
+    return plausibility.check(ct, masks, components or {n: 1 for n in masks}, overlaps)
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), np.diag([-1.0, 1.0, 1.0]), np.diag([-1.0, -1.0, 1.0])])
+def test_a_plausible_thorax_is_silent_on_any_grid(direction):
+    ct, masks = _thorax(direction)
+    if direction[0, 0] < 0:  # the grid runs from the patient's left: the arrays hold the anatomy mirrored
+        masks = {n: m[:, :, ::-1] for n, m in masks.items()}
+        ct = ct.with_array(ct.array[:, :, ::-1].copy())
+    if direction[1, 1] < 0:
+        masks = {n: m[:, ::-1, :] for n, m in masks.items()}
+        ct = ct.with_array(ct.array[:, ::-1, :].copy())
+    assert _organ_check(ct, masks) == []
+
+
+def test_swapped_lungs_are_told_from_patient_coordinates_not_array_order():
+    ct, masks = _thorax()
+    masks["Lung_R"], masks["Lung_L"] = masks["Lung_L"], masks["Lung_R"]
+    warnings = _organ_check(ct, masks)
+    assert any(w.startswith("Lung_R lies on the patient's left") for w in warnings), warnings
+    assert any(w.startswith("Lung_L lies on the patient's right") for w in warnings), warnings
+    flipped, _ = _thorax(np.diag([-1.0, 1.0, 1.0]))  # the same arrays on a grid from the patient's left: right
+    assert _organ_check(flipped.with_array(ct.array), masks) == []
+
+
+def test_each_implausible_organ_gets_its_own_line():
+    ct, masks = _thorax()
+    masks["Heart"][:] = False
+    masks["Heart"][20:22, 20:24, 50:54] = True  # 0.9 ml
+    assert [w for w in _organ_check(ct, masks) if w.startswith("Heart volume 1 ml is implausible")]
+    ct, masks = _thorax()
+    assert "SpinalCord is in 3 pieces" in _organ_check(ct, masks, {"SpinalCord": 3})
+    masks["SpinalCord"][30:] = False  # ends at 90 mm of the lungs' 135 mm extent
+    assert any(w.startswith("SpinalCord ends") and "short of the lungs' apex" in w for w in _organ_check(ct, masks))
+    ct, masks = _thorax()
+    masks["SpinalCord"] = np.roll(masks["SpinalCord"], -50, axis=1)  # moved 150 mm forward
+    warnings = _organ_check(ct, masks)
+    assert any(w.startswith("SpinalCord lies in front of the Esophagus") for w in warnings), warnings
+    assert any(w.startswith("SpinalCord lies in front of the Heart") for w in warnings), warnings
+    ct, masks = _thorax()
+    masks["Esophagus"] = np.roll(masks["Esophagus"], -30, axis=2)  # 90 mm to the patient's right, in the lung
+    assert [w for w in _organ_check(ct, masks) if w.startswith("Esophagus lies outside the mediastinum") and
+            "to the patient's right" in w]
+    ct, masks = _thorax()
+    warnings = _organ_check(ct, masks, overlaps={("Heart", "Lung_L"): 800, ("Esophagus", "Heart"): 10})
+    assert warnings == ["Heart and Lung_L overlap: both were found in 21.6 ml (given to Heart): check their border"]

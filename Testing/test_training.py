@@ -96,6 +96,7 @@ def test_wandb_offline_run_holds_config_curves_images_table_and_model(trained):
     assert len({r["_step"] for r in steps}) == summary["steps"]  # loss and LR at every step
     epochs = [r for r in rows if "val/dice_Lung_R" in r]
     assert len(epochs) == 5 and all(r["train/samples_per_second"] > 0 for r in epochs)
+    assert all(0 <= r["train/dice_loss_Lung_R"] <= 1 and 0 <= r["train/dice_loss_Lung_L"] <= 1 for r in epochs)
     assert all("train/seconds_per_epoch" in r for r in rows if "train/epoch_loss" in r)
     overlays = [r["val/overlays/count"] for r in rows if "val/overlays/count" in r]
     assert overlays and overlays[0] == 2

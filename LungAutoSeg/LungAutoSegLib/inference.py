@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cascade import cropped
 from .errors import InputError
-from .model_package import ModelPackage
+from .model_package import CascadePackage, ModelPackage
 from .plan import Inference, Postprocessing
 from .postprocess import probabilities_to_masks
 from .preprocess import image_to_model
@@ -31,6 +32,7 @@ class Segmentation:
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     review: Review | None = None  # on request: where the model is unsure
+    overlaps: dict[tuple[str, str], int] = field(default_factory=dict)  # a cascade's (winner, loser): voxels
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -106,9 +108,13 @@ def labels_on_ct(masks: np.ndarray, grid: Volume, ct: Volume, steps: Postprocess
     return keep_largest_components(label_map(masks, grid, ct, steps.edge_hu), len(masks), steps)
 
 
-def predict(ct: Volume, package: ModelPackage, *, device: str = "auto", network=None,
-            with_probabilities: bool = False, with_review: bool = False, progress=None) -> Segmentation:
-    """Label the package's structures on ``ct``. ``progress(stage, fraction)`` is called per stage."""
+def predict(ct: Volume, package: ModelPackage | CascadePackage, *, device: str = "auto", network=None,
+            with_probabilities: bool = False, with_review: bool = False, progress=None,
+            structures: list[str] | None = None) -> Segmentation:
+    """Label the package's structures on ``ct``. ``progress(stage, fraction)`` is called per stage.
+    ``structures``: those wanted (default all); a cascade skips the stages they do not need."""
+    if isinstance(package, CascadePackage):
+        return _predict_cascade(ct, package, device, network, with_probabilities, with_review, progress, structures)
     report = progress or (lambda stage, fraction: None)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -133,3 +139,62 @@ def predict(ct: Volume, package: ModelPackage, *, device: str = "auto", network=
         doubt = review(structures, masks, package.structure_names, grid, ct)
         lap("review", 1.0)
     return Segmentation(labels, package.structures, on_ct, timings, device, doubt)
+
+
+def needed_stages(package: CascadePackage, structures: list[str] | None) -> list[bool]:
+    """Per stage: does it make a wanted structure, or one a later needed stage crops around?"""
+    wanted = set(structures or package.structure_names)
+    needed = [False] * len(package.stages)
+    for n in reversed(range(len(package.stages))):
+        stage = package.stages[n]
+        needed[n] = bool(wanted & set(stage.package.structure_names))
+        if needed[n] and stage.crop is not None:
+            wanted |= set(stage.crop.around)
+    return needed
+
+
+def _predict_cascade(ct: Volume, package: CascadePackage, device, networks, with_probabilities, with_review,
+                     progress, structures) -> Segmentation:
+    """Each needed stage on its crop of ``ct``, its labels written under the cascade's values. A
+    later stage's structure wins a voxel an earlier one also claimed: it was drawn finer."""
+    device = resolve_device(device)
+    report = progress or (lambda stage, fraction: None)
+    networks = networks if networks is not None else [None] * len(package.stages)
+    labels = np.zeros(ct.array.shape, np.uint8)
+    probabilities = np.zeros((len(package.structures), *ct.array.shape), np.float32) if with_probabilities else None
+    doubt, ranges, timings, overlaps = np.zeros(ct.array.shape, np.uint8), {}, {}, {}
+    needed = needed_stages(package, structures)
+    count = sum(needed)
+    for order, (stage, network) in enumerate((s, n) for s, n, use in zip(package.stages, networks, needed) if use):
+        region = tuple(slice(0, n) for n in ct.array.shape)
+        if stage.crop is not None:
+            around = np.isin(labels, [package.label_of(name) for name in stage.crop.around])
+            region = stage.crop.region(around, ct)
+        part = predict(cropped(ct, region), stage.package, device=device, network=network,
+                       with_probabilities=with_probabilities, with_review=with_review,
+                       progress=lambda name, done: report(name, (order + done) / count))
+        values = np.array([0] + [package.label_of(n) for n in stage.package.structure_names], np.uint8)
+        own = values[part.labels.array]
+        _count_overlaps(own, labels[region], package.structure_names, overlaps)
+        labels[region] = np.where(own > 0, own, labels[region])
+        for name, seconds in part.timings.items():
+            timings[name] = round(timings.get(name, 0.0) + seconds, 3)
+        channels = [package.label_of(n) - 1 for n in stage.package.structure_names]
+        if with_probabilities:
+            probabilities[(channels, *region)] = part.probabilities
+        if with_review:
+            doubt[region] = np.maximum(doubt[region], part.review.map.array)
+            for name, found in part.review.ranges.items():  # slices counted on the whole CT
+                ranges[name] = [{**r, "slices": [k + region[0].start for k in r["slices"]]} for r in found]
+    review = Review(ct.with_array(doubt), ranges) if with_review else None
+    return Segmentation(ct.with_array(labels), package.structures, probabilities, timings, device, review, overlaps)
+
+
+def _count_overlaps(new: np.ndarray, old: np.ndarray, names: list[str], counts: dict) -> None:
+    """Voxels that ``new`` (a later stage's labels) claims from another structure in ``old``."""
+    both = (new > 0) & (old > 0) & (new != old)
+    if both.any():
+        pairs, voxels = np.unique(new[both].astype(np.int32) * 256 + old[both], return_counts=True)
+        for pair, n in zip(pairs, voxels):
+            key = (names[pair // 256 - 1], names[pair % 256 - 1])
+            counts[key] = counts.get(key, 0) + int(n)

@@ -4,6 +4,11 @@ A package is a folder ``<name>-<version>/`` (or a .zip of one) holding ``manifes
 and the weights as safetensors, a format that holds only tensors, so loading a package
 can never execute code. The manifest carries everything inference needs (structures,
 network, preprocessing, inference settings) and the weights' SHA-256, checked on load.
+
+A cascade (schema 2, ``CascadePackage``) holds single packages as stage folders, run in
+order; a later stage looks only inside its ``crop`` around what earlier stages found. Its
+manifest lists every structure once, with the label the engine writes, and its weights
+SHA-256 covers every stage's.
 """
 from __future__ import annotations
 
@@ -19,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_folder
+from .cascade import Crop
 from .errors import InputError
 from .networks import build_network, downsampling_factor
 from .plan import ModelPlan
 
 SCHEMA_VERSION = 1
+CASCADE_SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -88,18 +95,41 @@ class ModelPackage:
         return network.to(device).eval()
 
 
-def load_package(path: str | os.PathLike | None = None) -> ModelPackage:
+@dataclass
+class CascadeStage:
+    package: ModelPackage
+    crop: Crop | None  # None: the whole CT
+
+
+@dataclass
+class CascadePackage:
+    """Stages run in order; each labels its own structures, written under this manifest's labels."""
+
+    root: Path
+    manifest: dict
+    stages: list[CascadeStage]
+
+    name = ModelPackage.name
+    structures = ModelPackage.structures
+    structure_names = ModelPackage.structure_names
+
+    def label_of(self, name: str) -> int:
+        return self.structure_names.index(name) + 1
+
+    def load_network(self, device: str = "cpu") -> list:
+        """One network per stage, in order."""
+        return [stage.package.load_network(device) for stage in self.stages]
+
+
+def load_package(path: str | os.PathLike | None = None) -> ModelPackage | CascadePackage:
     """Open and verify a package folder or zip; ``None`` = the bundled model."""
     path = Path(path) if path is not None else bundled_package()
     if path.is_file() and zipfile.is_zipfile(path):
         path = _extract_zip(path)
+    manifest = _read_manifest(path)
     manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise InputError(f"not a model package: no {MANIFEST_NAME}", path)
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"manifest is not valid JSON: {error}", manifest_path) from error
+    if isinstance(manifest, dict) and manifest.get("schema_version") == CASCADE_SCHEMA_VERSION:
+        return _load_cascade(path, manifest)
     package = ModelPackage(path, manifest, _checked_plan(manifest, manifest_path))
     weights = package.weights_path
     if weights.parent.resolve() != path.resolve():
@@ -109,6 +139,63 @@ def load_package(path: str | os.PathLike | None = None) -> ModelPackage:
     if sha256_of(weights) != manifest["weights"]["sha256"]:
         raise InputError("weights checksum mismatch: the file is corrupt or was altered", weights)
     return package
+
+
+def _read_manifest(path: Path):
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise InputError(f"not a model package: no {MANIFEST_NAME}", path)
+    try:
+        return json.loads(manifest_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"manifest is not valid JSON: {error}", manifest_path) from error
+
+
+def stages_sha256(stages: list[ModelPackage]) -> str:
+    """A cascade's weights checksum: over its stages' weights checksums, in order."""
+    return hashlib.sha256("\n".join(p.manifest["weights"]["sha256"] for p in stages).encode()).hexdigest()
+
+
+def _load_cascade(path: Path, manifest: dict) -> CascadePackage:
+    """A schema-2 package: every stage folder a verified single package, every structure made
+    by exactly one stage, every crop around structures of earlier stages."""
+    where = path / MANIFEST_NAME
+    for key in ("name", "version", "structures", "stages", "weights"):
+        if key not in manifest:
+            raise InputError(f"cascade manifest lacks {key}", where)
+    for key in ("name", "version"):
+        if not isinstance(manifest[key], str) or not NAME_PATTERN.fullmatch(manifest[key]):
+            raise InputError(f"manifest {key} must be letters, digits, '.', '_' or '-' (got {manifest[key]!r})", where)
+    _check_structures(manifest["structures"], where)
+    entries = manifest["stages"]
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise InputError("cascade manifest stages must be a list of objects", where)
+    stages, made = [], []
+    for n, entry in enumerate(entries):
+        folder = entry.get("folder")
+        if not isinstance(folder, str) or not NAME_PATTERN.fullmatch(folder):
+            raise InputError(f"cascade stage {n + 1} needs a folder name inside the package (got {folder!r})", where)
+        stage = load_package(path / folder)
+        if not isinstance(stage, ModelPackage):
+            raise InputError("a cascade stage must be a single package", path / folder)
+        crop = None
+        if entry.get("crop") is not None:
+            try:
+                crop = Crop.from_dict(entry["crop"])
+            except InputError as error:
+                raise InputError(str(error), where) from None
+            if n == 0 or not set(crop.around) <= set(made):
+                raise InputError(f"stage {folder} crops around {list(crop.around)}, which no earlier stage makes", where)
+        made += stage.structure_names
+        stages.append(CascadeStage(stage, crop))
+    names = [s["name"] for s in manifest["structures"]]
+    if sorted(made) != sorted(names):
+        raise InputError(f"the stages make {made}, the manifest lists {names}: each structure must come from one stage",
+                         where)
+    weights = manifest["weights"]
+    if not isinstance(weights, dict) or weights.get("sha256") != stages_sha256([s.package for s in stages]):
+        raise InputError("weights checksum mismatch: a stage was altered or replaced", where)
+    return CascadePackage(path, manifest, stages)
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # also a folder name: no "/" or ".."
@@ -125,7 +212,7 @@ def _checked_plan(manifest, path: Path) -> ModelPlan:
         raise InputError(f"manifest lacks {', '.join(missing)}", path)
     if manifest["schema_version"] != SCHEMA_VERSION:
         raise InputError(f"unsupported manifest schema_version {manifest['schema_version']!r} "
-                         f"(this LungAutoSeg reads {SCHEMA_VERSION})", path)
+                         f"(this LungAutoSeg reads {SCHEMA_VERSION} and {CASCADE_SCHEMA_VERSION})", path)
     for key in ("name", "version"):
         if not isinstance(manifest[key], str) or not NAME_PATTERN.fullmatch(manifest[key]):
             raise InputError(f"manifest {key} must be letters, digits, '.', '_' or '-' (got {manifest[key]!r})", path)
@@ -191,19 +278,21 @@ def _extract_zip(path: Path) -> Path:
 
 
 def bundled_package(folder: Path = BUNDLED_MODELS) -> Path:
-    """The newest package in ``folder`` by version number (as text, lungs-10.0.0 < lungs-9.0.0)."""
-    packages = sorted((p for p in folder.glob("*") if (p / MANIFEST_NAME).is_file()), key=_version_key)
+    """The default among the packages in ``folder``: the one offering the most structures, then the
+    newest by version number (as text, lungs-10.0.0 < lungs-9.0.0)."""
+    packages = sorted((p for p in folder.glob("*") if (p / MANIFEST_NAME).is_file()), key=_default_key)
     if not packages:
         raise InputError("no bundled model found", folder)
     return packages[-1]
 
 
-def _version_key(folder: Path) -> tuple:
+def _default_key(folder: Path) -> tuple:
     try:
-        version = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")).get("version", "")
-    except (OSError, ValueError, AttributeError) as error:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        version, structures = manifest.get("version", ""), len(manifest.get("structures") or [])
+    except (OSError, ValueError, AttributeError, TypeError) as error:
         raise InputError(f"unreadable model manifest ({error})", folder / MANIFEST_NAME) from None
-    return tuple(int(part) if part.isdigit() else -1 for part in str(version).split(".")), folder.name
+    return structures, tuple(int(part) if part.isdigit() else -1 for part in str(version).split(".")), folder.name
 
 
 def write_package(out: str | os.PathLike, manifest: dict, state_dict: dict, *, overwrite: bool = False,
@@ -218,6 +307,27 @@ def write_package(out: str | os.PathLike, manifest: dict, state_dict: dict, *, o
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(weights))
         manifest = {**manifest, "schema_version": SCHEMA_VERSION,
                     "weights": {"file": WEIGHTS_NAME, "format": "safetensors", "sha256": sha256_of(weights)}}
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+    return folder
+
+
+def write_cascade(out: str | os.PathLike, manifest: dict, stages: list[tuple[str | os.PathLike, Crop | None]], *,
+                  overwrite: bool = False, extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``out/<name>-<version>/`` holding a copy of each single package (``stages``: its
+    folder and crop, in order) and the cascade manifest; ``manifest["structures"]`` lists them
+    all in the labels the engine writes."""
+    folder = Path(out) / f"{manifest['name']}-{manifest['version']}"
+    packages = [load_package(source) for source, _ in stages]
+    entries = []
+    with atomic_folder(folder, overwrite=overwrite) as staging:
+        for package, (_, crop) in zip(packages, stages):
+            name = package.manifest["name"]
+            shutil.copytree(package.root, staging / name, ignore=shutil.ignore_patterns("*.zip"))
+            entries.append({"folder": name, "crop": crop.to_dict() if crop else None})
+        manifest = {**manifest, "schema_version": CASCADE_SCHEMA_VERSION, "stages": entries,
+                    "weights": {"sha256": stages_sha256(packages)}}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)

@@ -134,7 +134,7 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         raise InputError(f"the CT has {ct.shape_ijk[2]} slice(s): contouring needs a 3D CT of at least "
                          f"{MIN_SLICES} slices", source)
 
-    result = predict(ct, package, device=device, with_review=review,  # predict's fractions, into 0.05..0.85
+    result = predict(ct, package, device=device, with_review=review, structures=[s["name"] for s in chosen],
                      progress=lambda stage, done: progress.stage(stage, 0.05 + 0.8 * done, f"{stage} done"))
     timings.update(result.timings)
     labels = _keep(result.labels, chosen)
@@ -146,8 +146,8 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
     lap = time.perf_counter()
     masks = {s["name"]: labels.array == s["label"] for s in chosen}  # once, for the report, checks and RTSTRUCT
     structure_reports = {name: _structure_report(mask, labels.spacing) for name, mask in masks.items()}
-    plausibility = check_plausibility(ct, {n: m for n, m in masks.items() if n.startswith("Lung")},
-                                      {n: r["components"] for n, r in structure_reports.items()})
+    plausibility = check_plausibility(ct, masks, {n: r["components"] for n, r in structure_reports.items()},
+                                      result.overlaps)
     report = {
         "input": str(source), "model": package.manifest["name"], "version": package.manifest["version"],
         "weights_sha256": package.manifest["weights"]["sha256"], "device": result.device,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from LungAutoSegLib.preprocess import REVISION as PREPROCESSING_REVISION
 from LungAutoSegLib.plan import Preprocessing
 from LungAutoSegLib.preprocess import image_to_model, labels_to_model
 
-from .dataset_files import REPORT_NAME
+from .dataset_files import LABELLED_SEPARATOR, REPORT_NAME
 
 IGNORE = 255  # label of voxels that training leaves out of the loss (the dataset's ignore mask)
 
@@ -37,6 +37,11 @@ class CaseRecord:
     fold: int
     ignore: Path | None = None  # optional "ignore" column: voxels the reference does not score
     split: str = ""             # optional "split" column, e.g. train / test
+    labelled: tuple[str, ...] | None = None  # optional "labelled" column; None: every structure is
+
+    def unlabelled(self, structures: list[str]) -> np.ndarray:
+        """Per structure, True where this case's reference does not contour it (partial labels)."""
+        return np.array([self.labelled is not None and s not in self.labelled for s in structures], bool)
 
 
 @dataclass
@@ -44,6 +49,8 @@ class PreparedCase:
     case: str
     image: np.ndarray   # float32 (k, j, i) on the model grid
     label: np.ndarray   # uint8 (k, j, i): 0 background, n = n-th configured structure, IGNORE not scored
+    # per structure: not contoured in this case, so its voxels may hide in "background"
+    unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def read_dataset(csv_path: str | Path) -> list[CaseRecord]:
@@ -63,8 +70,9 @@ def read_dataset(csv_path: str | Path) -> list[CaseRecord]:
         except ValueError:
             raise InputError(f"case {row['case']}: fold {row['fold']!r} is not an integer", csv_path) from None
         ignore = csv_path.parent / row["ignore"] if row.get("ignore") else None
+        labelled = tuple(row["labelled"].split(LABELLED_SEPARATOR)) if row.get("labelled") else None
         records.append(CaseRecord(row["case"], csv_path.parent / row["image"], csv_path.parent / row["label"],
-                                  fold, ignore, row.get("split") or ""))
+                                  fold, ignore, row.get("split") or "", labelled))
     return records
 
 
@@ -103,8 +111,11 @@ def _digest(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def prepare_case(record: CaseRecord, settings: Preprocessing, values: list[int], cache_dir: Path) -> PreparedCase:
-    """The case on the model grid, from the cache when a valid entry exists."""
+def prepare_case(record: CaseRecord, settings: Preprocessing, values: list[int], cache_dir: Path,
+                 structures: list[str] = ()) -> PreparedCase:
+    """The case on the model grid, from the cache when a valid entry exists; ``structures``
+    (the configured ones, in label order) say which of them the case leaves unlabelled."""
+    unlabelled = record.unlabelled(list(structures))
     files = [record.image, record.label] + ([record.ignore] if record.ignore else [])
     for path in files:
         if not path.is_file():
@@ -116,7 +127,7 @@ def prepare_case(record: CaseRecord, settings: Preprocessing, values: list[int],
         with np.load(entry) as stored:
             image, label = stored["image"], stored["label"]
             if str(stored["digest"]) == _digest(image, label):
-                return PreparedCase(record.case, image, label)
+                return PreparedCase(record.case, image, label, unlabelled)
     except (OSError, ValueError, KeyError, EOFError):
         pass  # absent, truncated or corrupt: rebuild below
     image, grid = image_to_model(read_volume(record.image), settings)
@@ -129,7 +140,7 @@ def prepare_case(record: CaseRecord, settings: Preprocessing, values: list[int],
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(entry, suffix=".npz") as temporary:
         np.savez(temporary, image=image, label=label, digest=_digest(image, label))
-    return PreparedCase(record.case, image, label)
+    return PreparedCase(record.case, image, label, unlabelled)
 
 
 def derived_seed(*parts: int) -> int:
@@ -152,4 +163,4 @@ class PatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         case = self.cases[index]
         self.transform.set_random_state(seed=derived_seed(self.seed, self.epoch, index))
-        return self.transform({"image": case.image[None], "label": case.label[None]})
+        return self.transform({"image": case.image[None], "label": case.label[None], "unlabelled": case.unlabelled})

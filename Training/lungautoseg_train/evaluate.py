@@ -70,6 +70,8 @@ def evaluate_records(package: str | Path | ModelPackage, records: list[CaseRecor
         result = predict(ct, package, device=device, network=network)
         spacing_kji = ct.spacing[::-1]
         for label, (name, value) in enumerate(zip(names, values), start=1):
+            if record.labelled is not None and name not in record.labelled:
+                continue  # not contoured in this case: nothing to score it against
             metrics = structure_metrics(result.labels.array == label, reference.array == value, spacing_kji, ignore)
             rows.append({"case": record.case, "structure": name, **metrics})
         if with_overlays:

@@ -32,7 +32,7 @@ from LungAutoSegLib.image_io import write_volume
 from LungAutoSegLib.rtstruct import read_roi_masks
 from LungAutoSegLib.structures import AliasTable
 
-from .dataset_files import DATASET_NAME, REPORT_NAME
+from .dataset_files import DATASET_NAME, LABELLED_SEPARATOR, REPORT_NAME
 
 IGNORE_MARGIN_MM = 5.0  # tumour ROIs are ignored with this margin around them (RTOG 1106 excludes the GTV)
 
@@ -67,7 +67,8 @@ class CaseResult:
     rtstruct: str = ""
     matched: dict[str, str] = field(default_factory=dict)  # structure -> ROI name used
     recognised: dict[str, str] = field(default_factory=dict)  # every ROI name -> its structure
-    missing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # requested structures this RTSTRUCT lacks: unlabelled
+    labelled: list[str] = field(default_factory=list)  # requested structures it has (in the label map)
     warnings: list[str] = field(default_factory=list)
     image: str = ""
     label: str = ""
@@ -147,12 +148,12 @@ def _match_rois(rtstruct: RTStructInfo, rois: list[str], aliases: AliasTable, re
             result.matched[roi] = names[0]
 
 
-def _label_map(masks: dict[str, np.ndarray], result: CaseResult) -> np.ndarray:
-    """uint8 label: value n for the n-th requested structure; the first one wins an overlap."""
-    label = None
-    for value, (roi, mask) in enumerate(masks.items(), start=1):
-        if label is None:
-            label = np.zeros(mask.shape, dtype=np.uint8)
+def _label_map(masks: dict[str, np.ndarray], rois: list[str], result: CaseResult) -> np.ndarray:
+    """uint8 label: value n for the n-th requested structure (an unlabelled one's value is absent);
+    the first one wins an overlap."""
+    label = np.zeros(next(iter(masks.values())).shape, dtype=np.uint8)
+    for roi, mask in masks.items():
+        value = rois.index(roi) + 1
         overlap = int(np.count_nonzero(mask & (label != 0)))
         if overlap:
             result.warnings.append(f"{roi} overlaps an earlier structure in {overlap} voxels")
@@ -198,21 +199,24 @@ def export_case(job: CaseJob, rois: list[str], aliases: AliasTable, out: Path,
                 f"RTSTRUCT references {len(absent)} slices that are missing from the CT series "
                 f"({len(job.series.sop_uids)} slices present)"
             )
-        if result.missing:
+        if not result.matched:
             raise CaseSkipped(f"missing ROIs: {', '.join(result.missing)} (RTSTRUCT has {rtstruct.roi_names})")
+        if result.missing:  # a partial label: the missing ones are unlabelled, not background
+            result.warnings.append(f"not contoured, left unlabelled: {', '.join(result.missing)}")
+        result.labelled = [roi for roi in rois if roi in result.matched]
         ct = read_dicom_ct(job.series.files)
         result.warnings += ct.volume.warnings
         tumour_names = exclusion.matches(rtstruct.roi_names)
-        wanted = list(dict.fromkeys([result.matched[r] for r in rois] + tumour_names))
+        wanted = list(dict.fromkeys([result.matched[r] for r in result.labelled] + tumour_names))
         roi_masks = read_roi_masks(rtstruct.path, ct, wanted)  # one read of the RTSTRUCT for all
         result.warnings += roi_masks.warnings
-        masks = {roi: roi_masks.masks[result.matched[roi]].copy() for roi in rois}
+        masks = {roi: roi_masks.masks[result.matched[roi]].copy() for roi in result.labelled}
         empty = [roi for roi, mask in masks.items() if not mask.any()]
         if empty:
             raise CaseSkipped(f"ROIs with no voxel on the CT: {', '.join(empty)}")
         ignore = _exclude_tumour({n: roi_masks.masks[n] for n in tumour_names}, ct.volume.spacing[::-1], masks,
                                  exclusion, result)
-        label = _label_map(masks, result)
+        label = _label_map(masks, rois, result)
         result.image = f"images/{job.case}.nii.gz"
         result.label = f"labels/{job.case}.nii.gz"
         write_volume(ct.volume, out / result.image)
@@ -269,9 +273,10 @@ def _write_dataset_csv(out: Path, results: list[CaseResult], folds: int, seed: i
     fold_of = assign_folds([r.patient or r.case for r in exported], folds, seed)
     text = io.StringIO()  # csv quotes a PatientID that holds a comma
     table = csv.writer(text, lineterminator="\n")
-    table.writerow(["case", "patient", "image", "label", "fold", "ignore"])
+    table.writerow(["case", "patient", "image", "label", "fold", "ignore", "labelled"])
     for r in sorted(exported, key=lambda r: r.case):
-        table.writerow([r.case, r.patient, r.image, r.label, fold_of[r.patient or r.case], r.ignore])
+        table.writerow([r.case, r.patient, r.image, r.label, fold_of[r.patient or r.case], r.ignore,
+                        LABELLED_SEPARATOR.join(r.labelled)])
     _write_atomic(out / DATASET_NAME, text.getvalue())
     return len(exported)
 
@@ -332,6 +337,7 @@ def run_export(dicom_root, rois: list[str], out, *, aliases_file=None, folds: in
         "summary": {
             "cases": len(ordered),
             "exported": exported,
+            "partially_labelled": sum(r.status == "exported" and bool(r.missing) for r in ordered),
             "skipped": sum(r.status == "skipped" for r in ordered),
             "failed": sum(r.status == "failed" for r in ordered),
             "reused": sum(r.reused for r in ordered),

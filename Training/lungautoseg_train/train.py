@@ -70,27 +70,68 @@ class Distributed:
 
 class SegmentationLoss(torch.nn.Module):
     """Soft Dice (per patch and class, background included, as MONAI's DiceLoss) and/or
-    cross-entropy, both leaving out voxels labelled ``IGNORE``."""
+    cross-entropy, both leaving out voxels labelled ``IGNORE``.
+
+    Partial labels (``unlabelled``: per sample and structure, True where the case has no
+    contour of it): the marginal loss. Such a structure may lie anywhere in the case's
+    "background", so background's probability there is the sum of background's and the
+    unlabelled structures' probabilities, and the unlabelled structures' own Dice terms are
+    left out. Counting them as background would teach the network to miss them."""
 
     def __init__(self, name: str, smooth: float = 1e-5):
         super().__init__()
         self.dice, self.ce, self.smooth = name in ("dice_ce", "dice"), name in ("dice_ce", "ce"), smooth
+        self.per_structure = None  # the last batch's Dice loss per structure (NaN where none is labelled), to log
 
-    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, label: torch.Tensor, unlabelled: torch.Tensor | None = None) -> torch.Tensor:
         target = label[:, 0].long()
         valid = target != IGNORE
+        merged = torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)  # (batch, class)
+        if unlabelled is not None:
+            merged[:, 1:] = unlabelled.to(logits.device, torch.bool)
+        log_p = torch.log_softmax(logits, dim=1)
+        if merged.any():
+            into_background = merged.clone()
+            into_background[:, 0] = True
+            background = torch.logsumexp(log_p.masked_fill(~into_background[..., None, None, None], -torch.inf), dim=1)
+            log_p = torch.cat([background[:, None], log_p[:, 1:].masked_fill(merged[:, 1:, None, None, None],
+                                                                             -torch.inf)], dim=1)
         loss = logits.sum() * 0.0
         if self.ce and valid.any():
-            loss = loss + torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE)
+            loss = loss + torch.nn.functional.nll_loss(log_p, target, ignore_index=IGNORE)
         if self.dice:
             weight = valid[:, None].to(logits.dtype)
-            probabilities = torch.softmax(logits, dim=1) * weight
+            probabilities = log_p.exp() * weight
             truth = torch.nn.functional.one_hot(torch.where(valid, target, 0), logits.shape[1])
             truth = truth.permute(0, 4, 1, 2, 3).to(logits.dtype) * weight
             overlap = (probabilities * truth).sum(dim=(2, 3, 4))
             total = probabilities.sum(dim=(2, 3, 4)) + truth.sum(dim=(2, 3, 4))
-            loss = loss + (1 - (2 * overlap + self.smooth) / (total + self.smooth)).mean()
+            per_class = 1 - (2 * overlap + self.smooth) / (total + self.smooth)
+            loss = loss + per_class[~merged].mean()
+            labelled = (~merged[:, 1:]).to(per_class.dtype)
+            self.per_structure = ((per_class[:, 1:].detach() * labelled).sum(0) / labelled.sum(0)).tolist()
         return loss
+
+
+def _start_from(network, path) -> None:
+    """Weights of a checkpoint (.pt) or a package's .safetensors into ``network``. Tensors whose
+    shape differs (an output layer with another number of structures) start fresh, and say so:
+    a cascade's later stage starts from the lungs network this way."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = load_checkpoint(path)["model"]
+    own = network.state_dict()
+    kept = {name: tensor for name, tensor in state.items() if name in own and own[name].shape == tensor.shape}
+    if not kept:
+        raise InputError("init_weights: no tensor fits this network", path)
+    fresh = sorted(set(own) - set(kept))
+    if fresh:
+        print(f"init_weights: {len(kept)} tensors from {path.name}; {len(fresh)} start fresh ({', '.join(fresh[:4])})")
+    network.load_state_dict({**own, **kept})
 
 
 def _optimizer(parameters, settings: dict):
@@ -119,13 +160,15 @@ def _schedule(optimizer, settings: dict, total_steps: int):
 
 def validate(network, cases, plan: ModelPlan, factor: int, device) -> tuple[list[list[float]], dict[str, np.ndarray]]:
     """Per case and structure Dice on the model grid after the plan's inference and
-    postprocessing, and the masks. ``factor``: the network's downsampling factor."""
+    postprocessing (NaN for a structure the case leaves unlabelled), and the masks.
+    ``factor``: the network's downsampling factor."""
     scores, predictions = [], {}
     for case in cases:
         probabilities = predict_probabilities(network, case.image, plan.inference, str(device), factor)
         masks = probabilities_to_masks(probabilities, plan.inference.postprocessing)
         scored = case.label != IGNORE
-        scores.append([dice(mask & scored, case.label == n) for n, mask in enumerate(masks, start=1)])
+        scores.append([math.nan if case.unlabelled.size and case.unlabelled[n - 1] else
+                       dice(mask & scored, case.label == n) for n, mask in enumerate(masks, start=1)])
         predictions[case.case] = masks
     return scores, predictions
 
@@ -188,7 +231,7 @@ class Trainer:
             for record in tqdm(records, desc="preprocess", unit="case", disable=not self.progress):
                 prepare_case(record, settings, values, cache)
         self.ranks.barrier()
-        prepare = lambda rs: [prepare_case(r, settings, values, cache) for r in rs]  # noqa: E731
+        prepare = lambda rs: [prepare_case(r, settings, values, cache, self.structures) for r in rs]  # noqa: E731
         self.train_cases, self.validation_cases = prepare(train_records), prepare(validation_records)
         self.dataset = PatchDataset(self.train_cases, train_transform(config, self.plan.inference), self.seed)
         self.sampler = torch.utils.data.DistributedSampler(
@@ -203,7 +246,7 @@ class Trainer:
         config, device = self.config, self.ranks.device
         network = build_network(config["network"], out_channels=len(self.structures) + 1)
         if config["init_weights"]:  # fine-tuning; a resumed run then loads its own checkpoint over it
-            network.load_state_dict(load_checkpoint(config["init_weights"])["model"])
+            _start_from(network, config["init_weights"])
         network = network.to(device)
         self.channels_last = bool(config["channels_last"]) and device.type == "cuda"
         if self.channels_last:
@@ -253,7 +296,7 @@ class Trainer:
         self.dataset.set_epoch(self.epoch)
         torch.manual_seed(derived_seed(self.seed, self.epoch, -1))  # dropout and anything else in torch
         self.model.train()
-        device, started, patches, losses = self.ranks.device, time.perf_counter(), 0, []
+        device, started, patches, losses, terms = self.ranks.device, time.perf_counter(), 0, [], []
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.config['epochs']}", unit="batch",
                    disable=not (self.progress and self.ranks.main), leave=False)
         for batch in bar:
@@ -263,7 +306,7 @@ class Trainer:
                 image = image.to(memory_format=torch.channels_last_3d)
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast:
-                loss = self.loss(self.model(image), label)
+                loss = self.loss(self.model(image), label, batch["unlabelled"])
             loss.backward()
             self.optimizer.step()
             lr = self.scheduler.get_last_lr()[0]
@@ -272,14 +315,23 @@ class Trainer:
             mean = total / count
             patches += count
             losses.append(mean)
+            if self.loss.per_structure is not None:
+                terms.append(self.loss.per_structure)
             self.step += 1
             if self.ranks.main:
                 self._record({"epoch": self.epoch, "step": self.step, "loss": mean, "lr": lr},
                              {"train/loss": mean, "train/lr": lr, "epoch": self.epoch})
             bar.set_postfix(loss=f"{mean:.4f}")
         seconds = time.perf_counter() - started
+        per_structure = {}
+        if terms:  # each structure's Dice loss over the batches that label it (rank 0's batches)
+            terms = np.array(terms, dtype=float)
+            for n, name in enumerate(self.structures):
+                labelled = terms[:, n][~np.isnan(terms[:, n])]
+                if len(labelled):
+                    per_structure[f"train/dice_loss_{name}"] = float(labelled.mean())
         return {"train/epoch_loss": float(np.mean(losses)), "train/seconds_per_epoch": seconds,
-                "train/samples_per_second": patches / seconds}
+                "train/samples_per_second": patches / seconds, **per_structure}
 
     def validate_epoch(self) -> dict:
         cases = self.validation_cases[self.ranks.rank::self.ranks.world]
