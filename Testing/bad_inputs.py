@@ -127,6 +127,16 @@ def _pixel_spacing(value) -> Callable[[Path], None]:
     return change
 
 
+def _rescale(keyword: str, value: str) -> Callable[[Path], None]:
+    """One slice's rescale set to ``value`` (a NaN or an infinity written as DICOM text)."""
+    def change(ct: Path) -> None:
+        path = ct_slices(ct)[4]
+        ds = pydicom.dcmread(path)
+        ds[keyword].value = value  # DS text: pydicom would refuse to format a non-finite float itself
+        ds.save_as(path)
+    return change
+
+
 def _other_frame(root: Path) -> Written:
     folder, ct = patient(root)
     rtstruct = next(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "RTSTRUCT")
@@ -184,6 +194,10 @@ CORPUS = [
     BadInput("pixel spacing missing", _spoiled(_pixel_spacing(None)), ("PixelSpacing",), ("PixelSpacing",)),
     BadInput("non-orthonormal orientation", _spoiled(lambda ct: edit(ct_slices(ct), lambda n, ds: setattr(
         ds, "ImageOrientationPatient", [1, 0, 0, 0.3, 1, 0]))), ("not orthonormal",), ("not orthonormal",)),
+    BadInput("one slice's RescaleIntercept NaN", _spoiled(_rescale("RescaleIntercept", "NaN")),
+             ("RescaleIntercept", "CT.0005.dcm"), ("RescaleIntercept", "CT.0005.dcm")),
+    BadInput("one slice's RescaleSlope infinite", _spoiled(_rescale("RescaleSlope", "Infinity")),
+             ("RescaleSlope", "CT.0005.dcm"), ("RescaleSlope",)),
     BadInput("RTSTRUCT on another frame of reference", _other_frame, None, ("frame of reference",),
              "segment reads no RTSTRUCT: it contours the CT"),
     BadInput("NIfTI with NaNs", _nifti_nan, ("NaN",), None, dicom=False),

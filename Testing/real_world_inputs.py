@@ -229,6 +229,24 @@ def _enhanced(root: Path) -> Path:
     return ct
 
 
+def _bare_datasets(root: Path) -> Path:
+    """Every slice and the RTSTRUCT without preamble and file meta, implicit VR little endian, as
+    old archives and some anonymisers write them."""
+    folder, ct = patient(root)
+    for path in folder.rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.file_meta, ds.preamble = FileMetaDataset(), None
+        pydicom.dcmwrite(path, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    return ct
+
+
+def _copied_series(root: Path) -> Path:
+    """The same series twice in the tree: the CT folder copied beside itself, file for file."""
+    _, ct = patient(root)
+    shutil.copytree(ct, ct.parent / "copy of CT")
+    return ct.parent
+
+
 CORPUS = [
     RealInput("no StudyID", _drop("StudyID")),
     RealInput("no StudyDate or StudyTime", _drop("StudyDate", "StudyTime", "SeriesDate", "SeriesTime")),
@@ -243,6 +261,8 @@ CORPUS = [
     RealInput("RLE lossless", _compressed(RLELossless)),
     RealInput("JPEG Baseline 8-bit (lossy)", _compressed(JPEGBaseline8Bit), tolerance=0.01),
     RealInput("Enhanced CT (multi-frame)", _enhanced),
+    RealInput("no preamble or file meta (implicit VR little endian)", _bare_datasets),
+    RealInput("the same series copied twice into the folder tree", _copied_series),
     RealInput("two frames of reference in one series", _two_frames, ("2 frames of reference", "repeat scan"),
               export=("2 frames of reference",)),
     # export places the contours by geometry; only an RTSTRUCT written onto the CT needs the frame

@@ -1,4 +1,5 @@
-"""The bundled lungs model: verified on load, small, honest card, and right on the patient's right."""
+"""The bundled lungs model (the thoracic package's first stage, and selectable on its own): verified on
+load, small, honest card, and right on the patient's right."""
 import json
 
 import pytest
@@ -13,11 +14,11 @@ from LungAutoSegLib.model_package import bundled_package, load_package, sha256_o
 
 @pytest.fixture(scope="module")
 def package():
-    return load_package(None)
+    return load_package(bundled_package().parent / "lungs-2.1.0")
 
 
 def test_the_bundled_package_is_verified_small_and_described(package):
-    assert package.root == bundled_package() and package.name == "lungs-2.1.0"
+    assert package.name == "lungs-2.1.0"
     assert sha256_of(package.weights_path) == package.manifest["weights"]["sha256"]
     assert sum(p.stat().st_size for p in package.root.iterdir()) <= 20 * 1024 * 1024
     right = package.structures[0]
@@ -29,12 +30,16 @@ def test_the_bundled_package_is_verified_small_and_described(package):
     assert "known failure modes" in card
 
 
-def test_the_newest_package_is_chosen_by_version_number_not_by_name(tmp_path):
+def test_the_default_offers_the_most_structures_then_the_newest_by_version_number(tmp_path):
     for version in ("9.0.0", "10.0.0", "2.1.0"):
         (tmp_path / f"lungs-{version}").mkdir()
-        (tmp_path / f"lungs-{version}" / "manifest.json").write_text(json.dumps({"version": version}))
+        (tmp_path / f"lungs-{version}" / "manifest.json").write_text(
+            json.dumps({"version": version, "structures": [{"name": "Lung_R"}, {"name": "Lung_L"}]}))
     (tmp_path / "notes").mkdir()  # not a package: no manifest
-    assert bundled_package(tmp_path).name == "lungs-10.0.0"
+    assert bundled_package(tmp_path).name == "lungs-10.0.0"  # by number: as text, 9.0.0 would win
+    (tmp_path / "thorax-1.0.0").mkdir()
+    (tmp_path / "thorax-1.0.0" / "manifest.json").write_text(json.dumps({"version": "1.0.0", "structures": [{}] * 5}))
+    assert bundled_package(tmp_path).name == "thorax-1.0.0"
     (tmp_path / "lungs-9.0.0" / "manifest.json").write_text("{ not json")
     with pytest.raises(InputError, match="unreadable model manifest") as raised:
         bundled_package(tmp_path)

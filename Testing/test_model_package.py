@@ -70,6 +70,14 @@ def _edit_manifest(folder, **changes):
     (lambda f: _edit_manifest(f, weights={"file": "../model.safetensors", "sha256": "0"}), "must lie in the package"),
     (lambda f: _edit_manifest(f, structures=[{"name": "Lung_R", "label": 2}]), "labels 1..n"),
     (lambda f: (f / "manifest.json").write_text("{not json"), "not valid JSON"),
+    (lambda f: (f / "manifest.json").write_text("[" * 100_000 + "]" * 100_000), "nested too deeply"),
+    (lambda f: (f / "manifest.json").write_text(" " * (2 << 20) + "{}"), "larger than 1024 kB"),
+    (lambda f: _edit_manifest(f, preprocessing={"spacing": [4, 4, 4], "hu_window": [float("nan"), 500]}),
+     "NaN is not a number a manifest may hold"),
+    (lambda f: _edit_manifest(f, preprocessing={"spacing": [4, 4, 4], "hu_window": [-1e308 * 10, 1e308 * 10]}),
+     "-Infinity is not a number a manifest may hold"),
+    (lambda f: _edit_manifest(f, preprocessing={"spacing": [4, 4, 4], "hu_window": [-1e6, 500]}),
+     "hu_window must be [low, high] within -2000..5000 HU"),
 ])
 def test_a_damaged_package_is_refused_with_the_reason(package, damage, message):
     folder, _ = package
@@ -86,3 +94,12 @@ def test_a_zip_that_would_write_outside_its_folder_is_refused(tmp_path):
     with pytest.raises(InputError, match="outside the package"):
         load_package(archive)
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_info_on_a_hostile_manifest_prints_one_line_and_exits_2(package, tmp_path):
+    folder, _ = package
+    (folder / "manifest.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
+    done = subprocess.run([sys.executable, "-m", "LungAutoSegLib.cli", "info", str(folder)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "manifest" in done.stderr and str(folder) in done.stderr

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from .errors import InputError
 
+# A temporary name is ".<name>.XXXXXXXX<suffix>": two dots, mkstemp's 8 characters and a suffix of
+# up to 7 (.nii.gz), so a name can be this much shorter than the file system's limit at most.
+TEMPORARY_NAME_EXTRA = 17
+
 
 def _umask() -> int:
     mask = os.umask(0)

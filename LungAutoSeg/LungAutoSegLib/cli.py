@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
+import logging
 import os
+import signal
 import sys
+import threading
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +60,10 @@ def _segment(args) -> int:
     except InputError as error:
         progress.error(str(error), error.path)
         raise
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the stream still ends with its last word
+        progress.error(f"cancelled: {interrupt.args[0] if interrupt.args else 'interrupted (Ctrl-C)'}",
+                       cancelled=True)
+        raise
     except Exception as error:  # a bug: still end the JSON-lines stream with an error object
         progress.error(f"internal error: {type(error).__name__}: {error}")
         raise
@@ -95,15 +105,17 @@ def _info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lungautoseg", description="LungAutoSeg engine")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback")
     commands = parser.add_subparsers(dest="command", required=True)
-    inspect = commands.add_parser("inspect", help="read a CT (DICOM folder, NRRD, NIfTI, MHA), check it, "
-                                                  "print its geometry")
+    inspect = commands.add_parser("inspect", parents=[common], help="read a CT (DICOM folder, NRRD, NIfTI, MHA), "
+                                                                    "check it, print its geometry")
     inspect.add_argument("input", type=Path)
     inspect.add_argument("--series", help="SeriesInstanceUID, when the folder holds several CT series")
     inspect.set_defaults(run=_inspect)
 
-    segment = commands.add_parser("segment", help="contour a CT: .seg.nrrd, NIfTI labels, RTSTRUCT (DICOM input), "
-                                                  "report, preview")
+    segment = commands.add_parser("segment", parents=[common],
+                                  help="contour a CT: .seg.nrrd, NIfTI labels, RTSTRUCT (DICOM input), report, preview")
     segment.add_argument("input", type=Path, nargs="?", help="DICOM series folder, NRRD, NIfTI or MHA")
     segment.add_argument("-o", "--output", type=Path, help="output folder (default: <input name>_lungautoseg)")
     segment.add_argument("--model", type=Path, help="model package folder or zip (default: the bundled model)")
@@ -118,22 +130,68 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write <name>_review.nrrd, where the model is unsure, and list where to look")
     segment.set_defaults(run=_segment)
 
-    info = commands.add_parser("info", help="print a model package's card (default: the bundled model)")
+    info = commands.add_parser("info", parents=[common], help="print a model package's card (default: the bundled model)")
     info.add_argument("model", type=Path, nargs="?")
     info.set_defaults(run=_info)
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+INTERNAL_ERROR = 3  # a bug, not the input's fault (bad input: 2)
+
+
+@contextlib.contextmanager
+def _libraries_quiet(debug: bool):
+    """The tool speaks its own warnings, one line each; pydicom's and NumPy's (a 301-character
+    PatientName, a header value out of its VR) are for developers: shown only with --debug."""
+    if debug:
+        yield
+        return
+    pydicom_log = logging.getLogger("pydicom")
+    level = pydicom_log.level
+    pydicom_log.setLevel(logging.ERROR)
     try:
-        return args.run(args)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom_log.setLevel(level)
+
+
+def _terminate(signum, frame):
+    """SIGTERM as an interrupt, so every ``finally`` runs: staging folders and made folders go."""
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name} received", 128 + signum)
+
+
+def main(argv=None) -> int:
+    """The command; exit 0, 2 (bad input: one line naming it), 130/143 (interrupted: SIGINT /
+    SIGTERM, nothing left behind) or 3 (an unexpected error: one line, the traceback with --debug)."""
+    args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        with _libraries_quiet(args.debug):
+            return args.run(args)
     except InputError as error:
         print(f"lungautoseg: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        reason, code = (interrupt.args + (None, None))[:2] if interrupt.args else ("interrupted (Ctrl-C)", None)
+        print(f"lungautoseg: cancelled: {reason}; nothing was written", file=sys.stderr)
+        return code or 128 + signal.SIGINT
     except BrokenPipeError:  # the reader left (``lungautoseg inspect CT | head -1``): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 1
+    except Exception as error:  # noqa: BLE001 - the one place every other error becomes one line
+        subject = getattr(args, "input", None) or getattr(args, "model", None) or "the command"
+        hint = "" if args.debug else " (run again with --debug for the details)"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"lungautoseg: error: {subject}: unexpected {type(error).__name__}: {first}{hint}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return INTERNAL_ERROR
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run() -> None:

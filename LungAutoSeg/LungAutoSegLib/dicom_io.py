@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from .dicom_scan import ENHANCED_CT_STORAGE, scan_dicom
+from .dicom_scan import ENHANCED_CT_STORAGE, read_dataset, scan_dicom
 from .errors import InputError
 from .memory import check_fits
 from .volume import Volume, is_orthonormal
@@ -58,7 +58,12 @@ def read_dicom_ct(source, series_uid: str | None = None) -> DicomCT:
         label = Path(source)
         candidates = scan.ct_series()
         if series_uid is not None:
-            candidates = [s for s in candidates if s.uid == series_uid]
+            chosen = [s for s in candidates if s.uid == series_uid]
+            if not chosen and candidates:
+                listing = "; ".join(f"{s.uid} ({len(s.files)} slices, '{s.description}')" for s in candidates)
+                raise InputError(f"no CT series with --series {series_uid} here; the CT series found: {listing}",
+                                 label)
+            candidates = chosen
         if not candidates:
             other = sorted({s.modality for s in scan.series.values()})
             found = f" (found {', '.join(other)} series only)" if other else ""
@@ -70,11 +75,16 @@ def read_dicom_ct(source, series_uid: str | None = None) -> DicomCT:
             raise InputError(
                 f"{len(candidates)} CT series found, choose one with --series UID: {listing}", label
             )
-        files = candidates[0].files
+        files, notes = candidates[0].files, candidates[0].notes
     else:
-        files = [Path(f) for f in source]
+        files, notes = [Path(f) for f in source], []
         label = files[0].parent if files else Path(".")
-    return _read_series_files(files, label)
+    ct = _read_series_files(files, label)
+    if len(notes) > 3:  # a whole copied series: one line says it
+        notes = [f"{len(notes)} files are copies of others in the series (same SOPInstanceUID and bytes): each "
+                 f"read once (e.g. {notes[0].split(' is a copy')[0]})"]
+    ct.volume.warnings[:0] = notes
+    return ct
 
 
 def _read_series_files(files: list[Path], label: Path) -> DicomCT:
@@ -91,7 +101,7 @@ def _interpret_series(files: list[Path], label: Path) -> DicomCT:
     datasets = []
     for path in files:
         try:
-            datasets.append(pydicom.dcmread(path))
+            datasets.append(read_dataset(path))
         except Exception as error:  # pydicom raises many types on a damaged file
             raise InputError(f"cannot read DICOM file ({error})", path) from error
     if not datasets:
@@ -163,7 +173,7 @@ def _check_memory(files: list[Path], label: Path) -> None:
     if not files:
         return
     try:
-        first = pydicom.dcmread(files[0], stop_before_pixels=True)
+        first = read_dataset(files[0], headers_only=True)
         rows, columns = int(first.Rows), int(first.Columns)
         frames = int(first.get("NumberOfFrames", 1) or 1)
     except Exception:  # unreadable or incomplete: the full read below says what is wrong
@@ -197,7 +207,8 @@ def _numbers(ds: Dataset, keyword: str, count: int, path: Path) -> np.ndarray:
     except (TypeError, ValueError):
         numbers = np.array([])
     if numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
-        raise InputError(f"invalid {keyword} {value!r}: must be {count} numbers", path)
+        raise InputError(f"invalid {keyword} {value!r}: must be "
+                         f"{'a finite number' if count == 1 else f'{count} finite numbers'}", path)
     return numbers
 
 
@@ -275,8 +286,8 @@ def _check_no_tilt(datasets, geometry: _SliceGeometry, label) -> None:
 
 def _stack_hounsfield(datasets, files, pixels: np.ndarray | None = None) -> np.ndarray:
     """HU of every slice; ``pixels`` are the stored values when already decoded (Enhanced CT)."""
-    slopes = [float(ds.get("RescaleSlope", 1) or 1) for ds in datasets]
-    intercepts = [float(ds.get("RescaleIntercept", 0) or 0) for ds in datasets]
+    slopes = [_rescale(ds, "RescaleSlope", 1.0, path) for ds, path in zip(datasets, files)]
+    intercepts = [_rescale(ds, "RescaleIntercept", 0.0, path) for ds, path in zip(datasets, files)]
     integral = all(s.is_integer() for s in slopes) and all(c.is_integer() for c in intercepts)
     dtype = np.int16 if integral else np.float32
     first = datasets[0]
@@ -288,6 +299,17 @@ def _stack_hounsfield(datasets, files, pixels: np.ndarray | None = None) -> np.n
             hu = np.clip(hu, np.iinfo(np.int16).min, np.iinfo(np.int16).max)
         array[n] = hu
     return array
+
+
+def _rescale(ds: Dataset, keyword: str, absent: float, path: Path) -> float:
+    """A slice's rescale slope or intercept; a NaN, an infinity or a zero slope would turn the
+    slice into a wrong answer (a NaN slice reads as 0 HU once written), so it is refused."""
+    if ds.get(keyword) in (None, ""):
+        return absent
+    value = float(_numbers(ds, keyword, 1, path)[0])
+    if keyword == "RescaleSlope" and value == 0:
+        raise InputError("invalid RescaleSlope 0: every voxel would read the same", path)
+    return value
 
 
 def _decoded(ds: Dataset, path: Path) -> np.ndarray:

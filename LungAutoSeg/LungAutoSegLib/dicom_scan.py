@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import InputError
 
@@ -31,6 +33,7 @@ class SeriesInfo:
     description: str
     files: list[Path] = field(default_factory=list)
     sop_uids: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)  # what the scan decided (copies read once)
 
 
 @dataclass
@@ -90,9 +93,26 @@ def _iter_files(root: Path):
             yield Path(folder) / name
 
 
+def read_dataset(path: Path, *, headers_only: bool = False) -> Dataset:
+    """A DICOM file, also one written without the preamble and file meta (old archives and
+    some anonymisers write the bare dataset, implicit VR little endian): read forced, it must
+    carry a SOPClassUID, and its transfer syntax is the encoding it parsed with."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=headers_only)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, stop_before_pixels=headers_only, force=True)
+        if "SOPClassUID" not in ds:
+            raise
+        implicit, little = ds.original_encoding
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        return ds
+
+
 def _read_header(path: Path) -> Dataset | None:
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return read_dataset(path, headers_only=True)
     except Exception:  # pydicom raises many types on a damaged or foreign file: not DICOM to us
         return None
 
@@ -146,6 +166,17 @@ def scan_dicom(root: str | os.PathLike) -> DicomScan:
                 frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
                 description=str(ds.get("SeriesDescription", "")),
             )
+        sop_uid = str(ds.get("SOPInstanceUID", ""))
+        if sop_uid in info.sop_uids and _same_file_as(path, info):
+            info.notes.append(f"{path} is a copy of another file of the series (same SOPInstanceUID and bytes): "
+                              "read once")
+            continue
         info.files.append(path)
-        info.sop_uids.add(str(ds.get("SOPInstanceUID", "")))
+        info.sop_uids.add(sop_uid)
     return scan
+
+
+def _same_file_as(path: Path, info: SeriesInfo) -> bool:
+    """Whether ``path`` holds the very bytes of a file already in the series (a copied folder)."""
+    data = path.read_bytes()
+    return any(other.stat().st_size == len(data) and other.read_bytes() == data for other in info.files)

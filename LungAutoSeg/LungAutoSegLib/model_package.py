@@ -141,13 +141,27 @@ def load_package(path: str | os.PathLike | None = None) -> ModelPackage | Cascad
     return package
 
 
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few kB
+
+
+def _not_a_number(token: str):
+    raise ValueError(f"{token} is not a number a manifest may hold")
+
+
 def _read_manifest(path: Path):
+    """The manifest as JSON, refused cleanly whatever the file holds: too large, too deeply
+    nested for the parser, NaN or Infinity (which Python's JSON would take), not UTF-8."""
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
         raise InputError(f"not a model package: no {MANIFEST_NAME}", path)
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise InputError(f"manifest is larger than {MAX_MANIFEST_BYTES // 1024} kB: not a model manifest",
+                         manifest_path)
     try:
-        return json.loads(manifest_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return json.loads(manifest_path.read_text(encoding="utf-8"), parse_constant=_not_a_number)
+    except RecursionError:
+        raise InputError("manifest is nested too deeply to be a model manifest", manifest_path) from None
+    except (UnicodeDecodeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
         raise InputError(f"manifest is not valid JSON: {error}", manifest_path) from error
 
 
@@ -290,8 +304,8 @@ def _default_key(folder: Path) -> tuple:
     try:
         manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
         version, structures = manifest.get("version", ""), len(manifest.get("structures") or [])
-    except (OSError, ValueError, AttributeError, TypeError) as error:
-        raise InputError(f"unreadable model manifest ({error})", folder / MANIFEST_NAME) from None
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError) as error:
+        raise InputError(f"unreadable model manifest ({type(error).__name__})", folder / MANIFEST_NAME) from None
     return structures, tuple(int(part) if part.isdigit() else -1 for part in str(version).split(".")), folder.name
 
 

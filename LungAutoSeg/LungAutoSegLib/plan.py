@@ -8,11 +8,13 @@ Defaults live here and nowhere else. Every size (patch, window, spacing) is give
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InputError
 
 LARGEST_WINDOW_SIDE = 512  # voxels; more would not fit in memory anyway
+HU_RANGE = (-2000.0, 5000.0)  # what an HU window may span (NaN and infinities fail this too)
 PADDINGS = ("replicate", "constant", "reflect", "circular")
 BLENDS = ("gaussian", "constant")
 # The same padding in NumPy's (and so MONAI's array transforms') words: training pads its
@@ -28,10 +30,12 @@ class Preprocessing:
     hu_window: tuple[float, float] = (-1000.0, 500.0)
 
     def __post_init__(self):
-        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+        if len(self.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing):
             raise InputError(f"preprocessing spacing must be three positive numbers, got {self.spacing}")
-        if len(self.hu_window) != 2 or self.hu_window[0] >= self.hu_window[1]:
-            raise InputError(f"preprocessing hu_window must be [low, high], got {self.hu_window}")
+        if (len(self.hu_window) != 2 or not all(HU_RANGE[0] <= h <= HU_RANGE[1] for h in self.hu_window)
+                or self.hu_window[0] >= self.hu_window[1]):
+            raise InputError(f"preprocessing hu_window must be [low, high] within {HU_RANGE[0]:g}..{HU_RANGE[1]:g} HU, "
+                             f"got {self.hu_window}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":

@@ -2,7 +2,8 @@
 
 ``jsonl`` writes one JSON object per line on stdout and nothing else there:
 ``{"type": "progress", "stage": ..., "fraction": 0..1, "message": ...}``, then exactly one
-``{"type": "result", ...}`` or ``{"type": "error", "message": ..., "path": ...}``.
+``{"type": "result", ...}`` or ``{"type": "error", "message": ..., "path": ...}`` (with
+``"cancelled": true`` when Ctrl-C or SIGTERM stopped it).
 """
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ class Progress:
         if self.mode == "jsonl":
             self._line({"type": "result", **payload})
 
-    def error(self, message: str, path: str | None = None) -> None:
+    def error(self, message: str, path: str | None = None, cancelled: bool = False) -> None:
+        """The final word of a failed run; ``cancelled``: stopped by Ctrl-C or a signal."""
         self.close()
         if self.mode == "jsonl":
-            self._line({"type": "error", "message": message, "path": path})
+            self._line({"type": "error", "message": message, "path": path, **({"cancelled": True} if cancelled else {})})
 
     def close(self) -> None:
         if self.bar is not None:

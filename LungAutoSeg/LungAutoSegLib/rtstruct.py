@@ -28,7 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from .atomic import atomic_path
 from .contours import drop_repeats, fill_even_odd, trace_slice
 from .dicom_io import DicomCT
-from .dicom_scan import RTSTRUCT_STORAGE
+from .dicom_scan import RTSTRUCT_STORAGE, read_dataset
 from .errors import InputError
 from .structures import STRUCTURES
 from .volume import Volume
@@ -48,7 +48,7 @@ class RoiMasks:
 
 def load_rtstruct(path: str | os.PathLike) -> pydicom.Dataset:
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(Path(path))
     except Exception as error:
         raise InputError(f"not a valid RTSTRUCT ({error})", path) from error
     if ds.get("SOPClassUID") != RTSTRUCT_STORAGE or "StructureSetROISequence" not in ds:

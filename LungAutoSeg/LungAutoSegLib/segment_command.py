@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from filelock import FileLock
 
+from .atomic import TEMPORARY_NAME_EXTRA
 from .errors import InputError
 from .ct_reader import read_ct
 from .image_io import VOLUME_SUFFIXES, has_volume_suffix, write_volume
@@ -50,9 +51,12 @@ def _check_output_folder(folder: Path) -> list[Path]:
     """Before any work: the folder exists or can be made, and a file can be written in it
     (a real write, not permission bits, which an administrator's account or a read-only
     mount would make lie). Returns the folders it made, to be removed if the run fails."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError("output path exists and is not a folder", folder)
-    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:  # Path.exists raises for a name the file system cannot hold (ENAMETOOLONG)
+        if folder.exists() and not folder.is_dir():
+            raise InputError("output path exists and is not a folder", folder)
+        made = [p for p in (folder, *folder.parents) if not p.exists()]
+    except OSError as error:
+        raise InputError(f"output folder cannot be made ({error.strerror or error})", folder) from None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -120,6 +124,7 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
     is_dicom = source.is_dir() or not has_volume_suffix(source)
     wanted = {"rtstruct": is_dicom, "review": review}
     planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items() if wanted.get(key, True)}
+    _check_names(planned, source)
     _refuse_existing(planned, overwrite, output_dir)
 
     progress.stage("read", 0.0, f"reading {source}")
@@ -174,7 +179,7 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         staged["report"].write_text(json.dumps(report, indent=2) + "\n")
 
     try:
-        _write_outputs(planned, overwrite, output_dir, write_files)
+        _write_outputs(planned, overwrite, output_dir, write_files, name)
     except OSError as error:  # a full disk, a quota, a folder made read-only meanwhile
         raise InputError(f"could not write the outputs ({_os_reason(error)}); nothing was written",
                          output_dir) from error
@@ -193,6 +198,21 @@ def _os_reason(error: BaseException) -> str:
     return str(error).splitlines()[0]
 
 
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+STAGING_PREFIX = ".lungautoseg-"
+ALIVE = ".alive"  # a lock its run holds while it lives: the operating system frees it when the run dies
+
+
+def _check_names(planned: dict[str, Path], source: Path) -> None:
+    """Before the work: every output name (and its staging copy) fits the file system."""
+    longest = max(planned.values(), key=lambda p: len(p.name.encode("utf-8")))
+    length = len(longest.name.encode("utf-8")) + TEMPORARY_NAME_EXTRA
+    if length > NAME_MAX:
+        raise InputError(f"the output file {longest.name[:40]}... would need names of {length} bytes while it is "
+                         f"written, more than the {NAME_MAX} a file system allows: outputs are named after the input, "
+                         "so give the input a shorter name", source)
+
+
 def _refuse_existing(planned: dict[str, Path], overwrite: bool, output_dir: Path) -> None:
     existing = [p for p in planned.values() if p.exists()]
     if existing and not overwrite:
@@ -200,21 +220,48 @@ def _refuse_existing(planned: dict[str, Path], overwrite: bool, output_dir: Path
                          "(use --overwrite to replace)", output_dir)
 
 
-def _write_outputs(planned: dict[str, Path], overwrite: bool, output_dir: Path, write_files) -> None:
+def _write_outputs(planned: dict[str, Path], overwrite: bool, output_dir: Path, write_files,
+                   name: str) -> None:
     """``write_files(staged paths)`` writes into a private staging folder; then, holding the
     output folder's lock, the files are renamed into place together. So a failure leaves
     nothing, and two runs into one folder never interleave their files: with --overwrite
-    the last run's set wins whole; without it, outputs that appeared meanwhile are kept."""
-    staging = Path(tempfile.mkdtemp(prefix=".lungautoseg-", dir=output_dir))
+    the last run's set wins whole (an earlier run's other outputs of the same input, such as
+    its review map, go); without it, outputs that appeared meanwhile are kept. A run killed
+    beyond cleaning up (SIGKILL, power) leaves its staging folder: the next run removes it once
+    its ``ALIVE`` lock shows that no process holds it."""
+    lock = FileLock(output_dir / ".lungautoseg.lock")  # fcntl on POSIX, msvcrt on Windows
+    with lock:
+        _remove_dead_staging(output_dir)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
+        alive = FileLock(staging / ALIVE)
+        alive.acquire()
     try:
         staged = {key: staging / path.name for key, path in planned.items()}
         write_files(staged)
-        with FileLock(output_dir / ".lungautoseg.lock"):  # fcntl on POSIX, msvcrt on Windows
+        with lock:
             _refuse_existing(planned, overwrite, output_dir)
+            if overwrite:  # the earlier run's whole set, also what this run does not write
+                for pattern in OUTPUTS.values():
+                    (output_dir / pattern.format(name)).unlink(missing_ok=True)
             for key, path in planned.items():
                 os.replace(staged[key], path)
     finally:
+        alive.release()
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_dead_staging(output_dir: Path) -> None:
+    """Staging folders whose run is gone (their ``ALIVE`` lock can be taken at once)."""
+    for folder in output_dir.glob(f"{STAGING_PREFIX}*"):
+        if not folder.is_dir():
+            continue
+        probe = FileLock(folder / ALIVE, timeout=0)
+        try:
+            probe.acquire()
+        except TimeoutError:  # filelock's Timeout: a live run writes there
+            continue
+        probe.release()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _keep(labels: Volume, chosen: list[dict]) -> Volume:

@@ -32,7 +32,8 @@ def _export(args) -> int:
             print(f"{case['case']}: warning: {warning}")
     s = report["summary"]
     print(f"{s['exported']} of {s['cases']} cases exported ({s['reused']} up to date from an earlier "
-          f"run), {s['skipped']} skipped, {s['failed']} failed; {s['unreadable_files']} non-DICOM "
+          f"run; {s['partially_labelled']} partially labelled), {s['skipped']} skipped, {s['failed']} failed; "
+          f"{s['unreadable_files']} non-DICOM "
           f"files ignored. Report: {args.out / 'export_report.json'}")
     return 1 if s["failed"] or s["skipped"] else 0  # a script must notice a case left out
 
