@@ -149,6 +149,19 @@ def _other_frame(root: Path) -> Written:
     return Written(ct, root / "dicom")
 
 
+def _lungs_on_other_frame(root: Path) -> Written:
+    """The RTSTRUCT on the CT's frame, but its lung ROIs say they were drawn on another scan's."""
+    folder, ct = patient(root)
+    rtstruct = next(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "RTSTRUCT")
+    ds = pydicom.dcmread(rtstruct)
+    stranger = generate_uid()
+    for roi in ds.StructureSetROISequence:
+        if roi.ROIName.startswith("Lung"):
+            roi.ReferencedFrameOfReferenceUID = stranger
+    ds.save_as(rtstruct)
+    return Written(ct, root / "dicom")
+
+
 def _nifti_nan(root: Path) -> Written:
     phantom = tp.render(tp.make_anatomy(0), tp.make_grid(**GRID))
     array = phantom.ct.array.astype(np.float32)
@@ -200,6 +213,8 @@ CORPUS = [
              ("RescaleSlope", "CT.0005.dcm"), ("RescaleSlope",)),
     BadInput("RTSTRUCT on another frame of reference", _other_frame, None, ("frame of reference",),
              "segment reads no RTSTRUCT: it contours the CT"),
+    BadInput("lung ROIs on another frame of reference", _lungs_on_other_frame, None,
+             ("ROI 'Lung_R' lies on frame of reference", "registration"), "segment reads no RTSTRUCT: it contours the CT"),
     BadInput("NIfTI with NaNs", _nifti_nan, ("NaN",), None, dicom=False),
     BadInput("huge CT (2048x2048x1500 header)", _huge_nrrd, ("would need", "GB"), None, dicom=False),
 ]

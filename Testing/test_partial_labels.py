@@ -59,3 +59,26 @@ def test_which_structures_a_case_lacks_reaches_every_patch_of_a_batch():
     batch = list_data_collate([dataset[0], dataset[1]])
     assert batch["image"].shape == (4, 1, 16, 16, 16)
     assert batch["unlabelled"].tolist() == [[False, False], [False, False], [False, True], [False, True]]
+
+
+def test_batch_dice_scores_each_structure_over_the_batch_and_skips_where_no_sample_labels_it():
+    label = torch.zeros(2, 1, 4, 4, 4, dtype=torch.long)
+    label[0, 0, :2] = 1  # the first patch holds the lung; the second none of it
+    perfect = torch.nn.functional.one_hot(label[:, 0], 2).permute(0, 4, 1, 2, 3).float() * 8.0  # background, lung
+    per_patch, batch = SegmentationLoss("dice_ce"), SegmentationLoss("batch_dice_ce")
+    # a perfect prediction costs nothing with batch Dice; per patch, the patch without a lung still
+    # pays (a Dice near 0) for the lung probability that softmax leaves everywhere
+    assert batch(perfect, label) < 0.01 and per_patch(perfect, label) > 0.2
+    with_heart = torch.cat([perfect, torch.zeros(2, 1, 4, 4, 4) - 8.0], dim=1)  # background, lung, heart
+    batch(with_heart, label, torch.tensor([[False, True], [False, True]]))  # no patch contours the heart
+    assert np.isnan(batch.per_structure[1]) and batch.per_structure[0] < 0.01
+
+
+def test_patch_centres_follow_the_class_ratios():
+    config = {**DEFAULTS, "data": {**DEFAULTS["data"], "structures": STRUCTURES}, "samples_per_case": 40,
+              "class_ratios": [0, 0, 1]}  # every patch centred on the Heart
+    label = np.zeros((24, 48, 48), np.uint8)
+    label[4:20, 4:20, 4:20], label[10:14, 40:44, 40:44] = 1, 2
+    case = PreparedCase("c", np.zeros(label.shape, np.float32), label, np.array([False, False]))
+    patches = PatchDataset([case], train_transform(config, Inference(patch_size=(8, 8, 8))), seed=0)[0]
+    assert all((np.asarray(p["label"])[0, 4, 4, 4] == 2) for p in patches)  # the centre voxel: Heart

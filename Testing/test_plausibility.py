@@ -49,8 +49,7 @@ def _chest_source(kind: str, name: str):
 def test_every_full_chest_ct_of_the_shared_data_gets_no_warning(kind, name, tmp_path):
     report = run_segment(_chest_source(kind, name), tmp_path / "out", device="cpu")
     assert report["warnings"] == []
-    assert list(report["structures"]) == ["Lung_R", "Lung_L", "Heart", "Esophagus", "SpinalCord"]
-    assert all(1000 < report["structures"][n]["volume_ml"] < 4500 for n in ("Lung_R", "Lung_L"))
+    assert all(1000 < s["volume_ml"] < 4500 for s in report["structures"].values())
 
 
 def test_the_embedded_example_gets_no_warning(tmp_path):

@@ -125,11 +125,14 @@ def test_evaluate_is_not_fooled_by_a_left_right_flip(trained, tmp_path):
     labels = np.zeros(phantom.ct.array.shape, np.uint8)
     labels[phantom.masks["Lung_R"]], labels[phantom.masks["Lung_L"]] = 1, 2
     (tmp_path / "images").mkdir(), (tmp_path / "labels").mkdir()
-    for name, label in (("true", labels), ("flipped", labels[:, :, ::-1].copy())):
+    only_right = np.where(labels == 1, 1, 0).astype(np.uint8)  # a clinic that did not contour Lung_L
+    cases = (("true", labels, "Lung_R Lung_L"), ("flipped", labels[:, :, ::-1].copy(), "Lung_R Lung_L"),
+             ("partial", only_right, "Lung_R"))
+    for name, label, _ in cases:
         write_volume(phantom.ct, tmp_path / f"images/{name}.nii.gz")
         write_volume(phantom.ct.with_array(label), tmp_path / f"labels/{name}.nii.gz")
-    (tmp_path / "dataset.csv").write_text("case,patient,image,label,fold\n" + "".join(
-        f"{n},{n},images/{n}.nii.gz,labels/{n}.nii.gz,0\n" for n in ("true", "flipped")))
+    (tmp_path / "dataset.csv").write_text("case,patient,image,label,fold,labelled\n" + "".join(
+        f"{n},{n},images/{n}.nii.gz,labels/{n}.nii.gz,0,{labelled}\n" for n, _, labelled in cases))
     code = train_cli(["evaluate", "--model", summary["package"], "--data", str(tmp_path / "dataset.csv"),
                       "--out", str(tmp_path / "evaluation"), "--wandb", "disabled", "--quiet"])
     assert code == 0
@@ -140,8 +143,9 @@ def test_evaluate_is_not_fooled_by_a_left_right_flip(trained, tmp_path):
     assert score["true", "Lung_R"]["hd95_mm"] < score["flipped", "Lung_R"]["hd95_mm"]
     assert 0 < score["true", "Lung_R"]["surface_dice_2mm"] <= 1
     assert "use_subvoxels=True" in result["implementation"]
+    assert score["partial", "Lung_R"]["dice"] >= 0.9 and ("partial", "Lung_L") not in score  # unlabelled: unscored
     csv_lines = (tmp_path / "evaluation" / "evaluation.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("case,structure,dice,hd95_mm") and len(csv_lines) == 5
+    assert csv_lines[0].startswith("case,structure,dice,hd95_mm") and len(csv_lines) == 6
 
 
 def _losses(output: Path) -> dict[int, float]:

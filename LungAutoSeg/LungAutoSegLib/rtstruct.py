@@ -102,10 +102,14 @@ def read_roi_masks(path: str | os.PathLike, ct: DicomCT, roi_names: list[str]) -
             f"RTSTRUCT is on frame of reference {sorted(referenced_frames)}, the CT on {frame}", path
         )
     numbers = {str(r.ROIName): r.ROINumber for r in ds.StructureSetROISequence}
+    frames = {str(r.ROIName): str(r.get("ReferencedFrameOfReferenceUID", "") or "") for r in ds.StructureSetROISequence}
     result = RoiMasks({})
     for name in roi_names:
         if name not in numbers:
             raise InputError(f"no ROI named '{name}' (it has {sorted(numbers)})", path)
+        if frame and frames[name] and frames[name] != frame:  # drawn on another scan: no registration given
+            raise InputError(f"ROI '{name}' lies on frame of reference {frames[name]}, the CT on {frame}: its "
+                             "contours cannot be placed without a registration", path)
         contours = _contour_sequence(ds, numbers[name])
         mask, placement = contours_to_mask(ct.volume, contours)
         result.warnings += [f"{name}: {note}" for note in placement]

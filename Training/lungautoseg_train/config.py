@@ -30,8 +30,12 @@ DEFAULTS: dict = {
     "patch_size": list(Inference.patch_size),  # voxels along L, P, S (i, j, k)
     "batch_size": 2,                      # cases per step; each gives samples_per_case patches
     "samples_per_case": 2,
+    # patch centres: null = 2 on a structure : 1 anywhere; a list (background, then each structure) =
+    # centres drawn per class in these ratios, so thin structures (cord, esophagus) are seen as often
+    # as a heart 15 times their size
+    "class_ratios": None,
     "network": {"class": "UNet", **UNET_DEFAULTS},
-    "loss": "dice_ce",                    # dice_ce | dice | ce
+    "loss": "dice_ce",                    # dice_ce | dice | ce | batch_dice_ce | batch_dice (Dice over the batch)
     "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-5},
     "schedule": {"name": "cosine", "warmup_steps": 0},  # cosine | poly | constant, stepped per step
     "epochs": 100,
@@ -155,8 +159,8 @@ def _validate(config: dict) -> None:
     except InputError as error:
         raise InputError(f"config preprocessing, patch_size, validation.window/overlap or postprocessing: "
                          f"{error}") from None
-    if config["loss"] not in ("dice_ce", "dice", "ce"):
-        raise InputError(f"unknown loss {config['loss']!r} (dice_ce, dice or ce)")
+    if config["loss"] not in ("dice_ce", "dice", "ce", "batch_dice_ce", "batch_dice"):
+        raise InputError(f"unknown loss {config['loss']!r} (dice_ce, dice, ce, batch_dice_ce or batch_dice)")
     if config["optimizer"]["name"] not in ("adamw", "adam", "sgd"):
         raise InputError(f"unknown optimizer {config['optimizer']['name']!r} (adamw, adam or sgd)")
     if config["schedule"]["name"] not in ("cosine", "poly", "constant"):

@@ -80,7 +80,11 @@ class SegmentationLoss(torch.nn.Module):
 
     def __init__(self, name: str, smooth: float = 1e-5):
         super().__init__()
-        self.dice, self.ce, self.smooth = name in ("dice_ce", "dice"), name in ("dice_ce", "ce"), smooth
+        self.dice = name in ("dice_ce", "dice", "batch_dice_ce", "batch_dice")
+        self.ce, self.smooth = name in ("dice_ce", "ce", "batch_dice_ce"), smooth
+        # batch Dice (nnU-Net's): each class's Dice over the whole batch, not per patch, so a patch
+        # without a thin structure does not demand zero probability of it everywhere
+        self.batch = name.startswith("batch_")
         self.per_structure = None  # the last batch's Dice loss per structure (NaN where none is labelled), to log
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor, unlabelled: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,6 +110,10 @@ class SegmentationLoss(torch.nn.Module):
             truth = truth.permute(0, 4, 1, 2, 3).to(logits.dtype) * weight
             overlap = (probabilities * truth).sum(dim=(2, 3, 4))
             total = probabilities.sum(dim=(2, 3, 4)) + truth.sum(dim=(2, 3, 4))
+            if self.batch:  # sums over the samples that label each class
+                labelled = (~merged).to(logits.dtype)
+                overlap, total = (overlap * labelled).sum(0, keepdim=True), (total * labelled).sum(0, keepdim=True)
+                merged = merged.all(0, keepdim=True)  # a class no sample labels
             per_class = 1 - (2 * overlap + self.smooth) / (total + self.smooth)
             loss = loss + per_class[~merged].mean()
             labelled = (~merged[:, 1:]).to(per_class.dtype)

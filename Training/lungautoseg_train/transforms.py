@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from monai.transforms import (Compose, MapTransform, RandAffined, RandCropByPosNegLabeld, RandGaussianNoised,
-                              RandomizableTransform, RandScaleIntensityd, RandShiftIntensityd, SpatialPadd)
+from monai.transforms import (Compose, MapTransform, RandAffined, RandCropByLabelClassesd, RandCropByPosNegLabeld,
+                              RandGaussianNoised, RandomizableTransform, RandScaleIntensityd, RandShiftIntensityd,
+                              SpatialPadd)
+from LungAutoSegLib.errors import InputError
 from LungAutoSegLib.plan import Inference
 
 from .data import IGNORE
@@ -143,10 +145,17 @@ def train_transform(config: dict, plan: Inference) -> Compose:
     steps = []
     if aug["flip_left_right"]:
         steps.append(RandFlipLeftRightd(left_right_pairs(config["data"]["structures"])))
+    ratios = config["class_ratios"]
+    if ratios is not None and len(ratios) != len(config["data"]["structures"]) + 1:
+        raise InputError(f"class_ratios needs one ratio for background and one per structure "
+                         f"({len(config['data']['structures']) + 1}), got {ratios}")
+    crop = (RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=2, neg=1,
+                                   num_samples=config["samples_per_case"]) if ratios is None else
+            RandCropByLabelClassesd(keys, label_key="label", spatial_size=patch, ratios=list(ratios),
+                                    num_classes=len(ratios), num_samples=config["samples_per_case"], warn=False))
     steps += [
         SpatialPadd(keys, spatial_size=patch, mode=plan.numpy_padding),
-        RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=2, neg=1,
-                               num_samples=config["samples_per_case"]),
+        crop,
         RandAffined(keys, prob=aug["probability"], rotate_range=[math.radians(aug["rotate_degrees"])] * 3,
                     scale_range=[aug["scale"]] * 3, mode=("bilinear", "nearest"), padding_mode="border"),
         RandScaleIntensityd("image", factors=aug["intensity_scale"], prob=aug["probability"]),

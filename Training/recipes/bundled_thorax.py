@@ -180,6 +180,9 @@ def score(work: Path) -> list[dict]:
     records = {r.case: r for r in read_dataset(csv)}
     rows = []
     for case in cases(work / "data"):
+        if not (work / f"loo_{case}" / "package").is_dir():
+            print(f"{case}: its leave-one-out run has not finished: not scored")
+            continue
         package = thorax_package(stage2_package(work, f"loo_{case}"), work / "loo_packages" / case)
         for row in evaluate_records(package, [records[case]], csv, device="cpu")["cases"]:
             rows.append({**row, "lungs_trained_on_it": row["structure"].startswith("Lung") and case in LUNGS_TRAINED_ON})
