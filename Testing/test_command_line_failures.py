@@ -175,3 +175,17 @@ def test_a_package_that_calls_the_right_lung_left_is_told_by_the_patients_sides(
     report = json.loads(next((tmp_path / "out").glob("*_report.json")).read_text())
     assert any(w.startswith("Lung_R lies on the patient's left") for w in report["warnings"]), report["warnings"]
     assert any(w.startswith("Lung_L lies on the patient's right") for w in report["warnings"]), report["warnings"]
+
+
+def test_inspect_refuses_a_slice_whose_rescale_is_not_a_number_naming_it(tmp_path, capsys):
+    """inspect printed ``hu_range [NaN, NaN]`` without a word: it refuses, like segment and export."""
+    import pydicom
+
+    _, ct = patient(tmp_path)
+    spoiled = sorted(ct.iterdir())[4]
+    ds = pydicom.dcmread(spoiled)
+    ds.RescaleIntercept = "NaN"
+    ds.save_as(spoiled)
+    assert cli.main(["inspect", str(ct)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert spoiled.name in line and "RescaleIntercept" in line and "finite" in line
