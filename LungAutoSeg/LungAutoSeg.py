@@ -274,6 +274,8 @@ class LungAutoSegWidget(ScriptedLoadableModuleWidget):
 class LungAutoSegLogic(ScriptedLoadableModuleLogic):
     """Runs the engine; ``segment(..., wait=True)`` is the synchronous path for scripts and the self-test."""
 
+    engine, engineModel = None, None  # one warm engine per Slicer, whichever logic asks (see warmEngine)
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleLogic.__init__(self, parent)
         self.reviewNode = None  # the last run's review map
@@ -350,20 +352,18 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
 
         job = EngineJob(python=self.pythonSlicer())
         slicer.util.exportNode(ctNode, str(job.input), {"useCompression": 0})
-        command = job.command(model=model, structures=structures, device=device, review=True)
-        moduleFolder = str(Path(__file__).resolve().parent)  # PythonSlicer does not see module paths
-        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [moduleFolder,
-                                                                            os.environ.get("PYTHONPATH")])))
-        job.start(command, environment)
+        engine = self.warmEngine(model)
+        request = job.request(model=model, structures=structures, device=device, review=True)
+        follow = lambda onEvent: engine.run(job, request, onEvent)  # noqa: E731
         if wait:
-            outcome = job.follow(onProgress)
+            outcome = follow(onProgress)
             node = self._load(outcome, ctNode, outputSegmentationNode, model)
             job.cleanup()
             if outcome["type"] == "error":
                 raise RuntimeError(outcome["message"])
             return node
         events = queue.Queue()
-        threading.Thread(target=lambda: events.put(("done", job.follow(lambda e: events.put(("event", e))))),
+        threading.Thread(target=lambda: events.put(("done", follow(lambda e: events.put(("event", e))))),
                          daemon=True).start()
         timer = qt.QTimer()
         timer.setInterval(100)
@@ -388,6 +388,25 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         timer.start()
         job.timer = timer  # kept alive with the job
         return job
+
+    def warmEngine(self, model):
+        """The engine process kept between runs (LungAutoSegLib.engine_process.WarmEngine): one
+        per model choice; a new choice ends the old one. It exits by itself after the idle time
+        (settings key LungAutoSeg/engineIdleSeconds, default 600) and with Slicer."""
+        cls = LungAutoSegLogic
+        if cls.engine is not None and cls.engineModel != model:
+            cls.engine.close()
+            cls.engine = None
+        if cls.engine is None:
+            from LungAutoSegLib.engine_process import WarmEngine
+
+            moduleFolder = str(Path(__file__).resolve().parent)  # PythonSlicer does not see module paths
+            environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [moduleFolder,
+                                                                                os.environ.get("PYTHONPATH")])))
+            idle = float(qt.QSettings().value("LungAutoSeg/engineIdleSeconds", 600))
+            cls.engine, cls.engineModel = WarmEngine(self.pythonSlicer(), environment, idle), model
+            slicer.app.aboutToQuit.connect(cls.engine.close)
+        return cls.engine
 
     def _load(self, outcome, ctNode, segmentationNode, model):
         """The engine's .seg.nrrd into a segmentation node on the CT's grid, under the CT's study

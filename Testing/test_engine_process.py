@@ -100,3 +100,95 @@ def test_the_engine_child_speaks_utf8_whatever_the_locale(tmp_path):
         assert not any("Traceback" in line for line in job.log)
     finally:
         job.cleanup()
+
+
+@pytest.fixture
+def warm():
+    from LungAutoSegLib.engine_process import WarmEngine
+
+    engine = WarmEngine(idle_seconds=120)
+    yield engine
+    engine.close()
+    assert not engine.alive
+
+
+def _job(seed: int = 12) -> EngineJob:
+    job = EngineJob()
+    write_volume(make_phantom(seed, "x_flipped").ct, job.input)
+    return job
+
+
+def _lung_r_centre_x(outcome: dict) -> float:
+    labels = read_volume(outcome["outputs"]["labels"])
+    return labels.centroid_lps(labels.array == 1)[0]
+
+
+def test_a_warm_engine_answers_two_runs_from_one_process(warm):
+    first, second = _job(), _job()
+    try:
+        outcomes = [warm.run(job, job.request(structures=["Lung_R"], device="cpu")) for job in (first, second)]
+        assert [o["type"] for o in outcomes] == ["result", "result"], warm.log
+        assert first.process is second.process and warm.starts == 1 and warm.alive
+        assert _lung_r_centre_x(outcomes[0]) == _lung_r_centre_x(outcomes[1]) < -40  # the patient's right
+        loading = [o["seconds"]["load_model"] for o in outcomes]
+        assert loading[1] < 0.05 < loading[0], loading  # the second found the network loaded
+    finally:
+        first.cleanup(), second.cleanup()
+
+
+def test_a_refused_input_ends_its_run_not_the_engine(warm):
+    bad, good = EngineJob(), _job()  # no CT written for ``bad``
+    try:
+        refused = warm.run(bad, bad.request())
+        assert refused["type"] == "error" and "no such file" in refused["message"]
+        assert warm.run(good, good.request(structures=["Lung_R"], device="cpu"))["type"] == "result"
+        assert warm.starts == 1
+    finally:
+        bad.cleanup(), good.cleanup()
+
+
+def test_cancel_kills_the_warm_engine_and_the_next_run_starts_a_fresh_one(warm):
+    cancelled, after = _job(), _job()
+    outcome = warm.run(cancelled, cancelled.request(device="cpu"), on_event=lambda event: cancelled.cancel())
+    assert outcome == {"type": "error", "message": "cancelled by the user"}
+    assert not warm.alive and not cancelled.work.exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(cancelled.process.pid, 0)
+    try:
+        assert warm.run(after, after.request(structures=["Lung_R"], device="cpu"))["type"] == "result"
+        assert warm.starts == 2
+    finally:
+        after.cleanup()
+
+
+def test_a_crashed_engine_is_restarted_once_with_a_log_line(warm):
+    job, killed = _job(), []
+
+    def crash_once(event):
+        if not killed:
+            killed.append(job.process.pid)
+            os.killpg(job.process.pid, 9)
+
+    try:
+        outcome = warm.run(job, job.request(structures=["Lung_R"], device="cpu"), crash_once)
+        assert outcome["type"] == "result" and warm.starts == 2 and job.process.pid != killed[0]
+        assert any("stopped (exit code -9) without an answer; starting a fresh one" in line for line in job.log)
+    finally:
+        job.cleanup()
+
+
+def test_a_warm_engine_exits_by_itself_when_idle_and_when_its_input_closes():
+    from LungAutoSegLib.engine_process import WarmEngine
+
+    idle, closed = WarmEngine(idle_seconds=1), WarmEngine(idle_seconds=120)
+    jobs = [EngineJob(), EngineJob()]
+    try:
+        for engine, job in zip((idle, closed), jobs):
+            assert engine.run(job, job.request())["type"] == "error"  # no CT: a quick answer, the engine stays
+        idle.process.wait(timeout=60)
+        assert idle.process.returncode == 0 and any("idle for 1 s: exiting" in line for line in idle.log)
+        closed.process.stdin.close()  # what Slicer's exit does to the pipe
+        assert closed.process.wait(timeout=60) == 0
+    finally:
+        for job in jobs:
+            job.cleanup()

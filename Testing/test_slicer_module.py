@@ -26,7 +26,11 @@ ENGINE_SECONDS = 180  # an engine run here takes about 6 s; the margin is for a 
 def standin(tmp_path_factory):
     import slicer_standin
 
-    return slicer_standin.install(tmp_path_factory.mktemp("slicer-home"))
+    installed = slicer_standin.install(tmp_path_factory.mktemp("slicer-home"))
+    yield installed
+    engine = installed.module.LungAutoSegLogic.engine
+    if engine is not None:  # as when Slicer quits
+        engine.close()
 
 
 
@@ -235,7 +239,11 @@ def test_a_second_run_asks_before_replacing_and_keeps_the_users_own_segments(sta
     assert any("already has segments named Lung_R" in r.getMessage() for r in caplog.records)
     assert widget.job is None and slicer.mrmlScene.IsNodePresent(first_review)
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *args, **kwargs: True)  # the user says OK
+    engine = standin.module.LungAutoSegLogic.engine
+    warm_pid = engine.process.pid
     run_apply(standin, widget)
+    assert engine.process.pid == warm_pid and engine.alive  # the warm engine answered, no new process
+    assert widget.logic.warmEngine(widget.currentModel()) is engine
     segmentation = node.GetSegmentation()
     names = sorted(segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments()))
     assert names == ["Lung_R", "my_ptv"] and widget.ui.outputSegmentationSelector.currentNode() is node
@@ -272,6 +280,9 @@ def test_cancel_stops_the_engine_and_leaves_no_files(standin, scene):
     widget.ui.applyButton.click()  # the button reads Cancel now
     wait(standin, lambda: widget.job is None)
     assert job.process.poll() is not None and not job.work.exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(job.process.pid, 0)  # the warm engine and all it started are gone
+    assert not standin.module.LungAutoSegLogic.engine.alive  # the next run starts a fresh one
     assert widget.ui.statusLabel.text == "Failed: cancelled by the user"
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
     assert widget.ui.applyButton.text == "Segment right lung" and widget.ui.applyButton.enabled

@@ -1,4 +1,4 @@
-"""``lungautoseg``: the engine's command line: ``segment``, ``info``, ``inspect``."""
+"""``lungautoseg``: the engine's command line: ``segment``, ``info``, ``inspect``, ``engine``."""
 from __future__ import annotations
 
 import argparse
@@ -44,8 +44,8 @@ def _inspect(args) -> int:
 
 
 def _segment(args) -> int:
-    from .segment_command import run_segment
     from .progress import Progress
+    from .segment_command import segment_with_events
 
     progress = Progress(args.progress)
     source = example_ct() if args.example else args.input
@@ -53,23 +53,9 @@ def _segment(args) -> int:
         raise InputError("name an INPUT (DICOM folder, NRRD, NIfTI or MHA), or use --example")
     output = args.output or (Path("lungautoseg-example") if args.example else Path(output_dir_name(source)))
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
-    try:
-        report = run_segment(source, output, model=args.model, structures=structures, device=args.device,
-                             series_uid=args.series, overwrite=args.overwrite, progress=progress,
-                             review=args.review)
-    except InputError as error:
-        progress.error(str(error), error.path)
-        raise
-    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the stream still ends with its last word
-        progress.error(f"cancelled: {interrupt.args[0] if interrupt.args else 'interrupted (Ctrl-C)'}",
-                       cancelled=True)
-        raise
-    except Exception as error:  # a bug: still end the JSON-lines stream with an error object
-        progress.error(f"internal error: {type(error).__name__}: {error}")
-        raise
-    progress.result({"report": report["outputs"]["report"], "outputs": report["outputs"],
-                     "structures": report["structures"], "seconds": report["seconds"],
-                     "warnings": report["warnings"], "review": report.get("review")})
+    report = segment_with_events(progress, source, output, model=args.model, structures=structures,
+                                 device=args.device, series_uid=args.series, overwrite=args.overwrite,
+                                 review=args.review)
     for warning in report["warnings"]:  # on stderr, so a script that reads stdout still sees them
         print(f"lungautoseg: warning: {warning}", file=sys.stderr)
     if args.progress != "jsonl":
@@ -79,6 +65,12 @@ def _segment(args) -> int:
             print(f"review {line}")
         print(f"{report['seconds']['total']} s on {report['device']}; outputs in {output}")
     return 0
+
+
+def _engine(args) -> int:
+    from .engine_server import serve
+
+    return serve(args.idle_exit)
 
 
 def output_dir_name(source: Path) -> str:
@@ -129,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--review", action="store_true",
                          help="also write <name>_review.nrrd, where the model is unsure, and list where to look")
     segment.set_defaults(run=_segment)
+
+    engine = commands.add_parser("engine", parents=[common],
+                                 help="stay running for the Slicer module: one JSON request per line on stdin, "
+                                      "segment's JSON lines per request on stdout; models stay loaded")
+    engine.add_argument("--idle-exit", type=float, default=600.0, metavar="SECONDS",
+                        help="exit after this long without a request (default 600)")
+    engine.set_defaults(run=_engine)
 
     info = commands.add_parser("info", parents=[common], help="print a model package's card (default: the bundled model)")
     info.add_argument("model", type=Path, nargs="?")

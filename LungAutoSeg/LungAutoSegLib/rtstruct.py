@@ -241,7 +241,9 @@ def _contour(ct_slice: Dataset, lps: np.ndarray) -> Dataset:
 def _encoded_ds(values: np.ndarray) -> RawDataElement:
     """ContourData as its encoded DS text: pydicom would otherwise build and check one Python
     object per coordinate (150k for two lungs on a 512x512x130 CT, 0.6 s). Four decimals
-    (0.1 um) keep every value within DS's 16 characters."""
-    text = "\\".join(f"{value:.4f}" for value in values).encode("ascii")
+    (0.1 um) keep every value within DS's 16 characters. One %-format over all values: 3x
+    faster than formatting each, the same text."""
+    floats = values.tolist()
+    text = (("%.4f\\" * len(floats)) % tuple(floats))[:-1].encode("ascii")
     text += b" " * (len(text) % 2)  # DICOM values have even length
     return RawDataElement(CONTOUR_DATA, "DS", len(text), text, 0, False, True)

@@ -99,26 +99,48 @@ def _structure_report(mask: np.ndarray, spacing) -> dict:
 
 def run_segment(source, output_dir, *, model=None, structures: list[str] | None = None, device: str = "auto",
                 series_uid: str | None = None, overwrite: bool = False, progress: Progress | None = None,
-                review: bool = False) -> dict:
-    """Segment ``source`` into ``output_dir``; on any failure, no output and no folder it made is left."""
+                review: bool = False, models=None) -> dict:
+    """Segment ``source`` into ``output_dir``; on any failure, no output and no folder it made is left.
+    ``models``: an ``engine_server.LoadedModels`` that keeps packages and networks between runs."""
     source, output_dir = Path(source), Path(output_dir)
     if not source.exists():
         raise InputError("no such file or folder", source)
     made = _check_output_folder(output_dir)
     try:
         return _run_segment(source, output_dir, model, structures, device, series_uid, overwrite,
-                            progress or Progress("none"), review)
+                            progress or Progress("none"), review, models)
     except BaseException:
         _remove_made(made)
         raise
 
 
+def segment_with_events(progress, source, output, **options) -> dict:
+    """``run_segment``, its end always told on ``progress``: the result, or the error (then raised)."""
+    try:
+        report = run_segment(source, output, progress=progress, **options)
+    except InputError as error:
+        progress.error(str(error), error.path)
+        raise
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the stream still ends with its last word
+        progress.error(f"cancelled: {interrupt.args[0] if interrupt.args else 'interrupted (Ctrl-C)'}",
+                       cancelled=True)
+        raise
+    except Exception as error:  # a bug: still end the JSON-lines stream with an error object
+        progress.error(f"internal error: {type(error).__name__}: {error}")
+        raise
+    progress.result({"report": report["outputs"]["report"], "outputs": report["outputs"],
+                     "structures": report["structures"], "seconds": report["seconds"],
+                     "warnings": report["warnings"], "review": report.get("review")})
+    return report
+
+
 def _run_segment(source: Path, output_dir: Path, model, structures, device, series_uid, overwrite,
-                 progress: Progress, review: bool) -> dict:
+                 progress: Progress, review: bool, models) -> dict:
     from .inference import predict
 
     started, timings = time.perf_counter(), {}
-    package = load_package(model)
+    package, network = models.get(model, device) if models is not None else (load_package(model), None)
+    opened = round(time.perf_counter() - started, 3)  # reading, verifying (and, warm, loading) the package
     chosen = _select(package, structures)
     name = output_name(source)
     is_dicom = source.is_dir() or not has_volume_suffix(source)
@@ -139,9 +161,10 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         raise InputError(f"the CT has {ct.shape_ijk[2]} slice(s): contouring needs a 3D CT of at least "
                          f"{MIN_SLICES} slices", source)
 
-    result = predict(ct, package, device=device, with_review=review, structures=[s["name"] for s in chosen],
+    result = predict(ct, package, device=device, network=network, with_review=review, structures=[s["name"] for s in chosen],
                      progress=lambda stage, done: progress.stage(stage, 0.05 + 0.8 * done, f"{stage} done"))
     timings.update(result.timings)
+    timings["load_model"] = round(timings.get("load_model", 0.0) + opened, 3)
     labels = _keep(result.labels, chosen)
 
     progress.stage("write", 0.85, f"writing into {output_dir}")

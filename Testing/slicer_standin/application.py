@@ -141,6 +141,10 @@ class Application:
         launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
         os.chmod(launcher, 0o755)
 
+    @property
+    def aboutToQuit(self):
+        return self.qt.aboutToQuit  # a signal; PythonQt gives it as an attribute too
+
     def testingEnabled(self):
         return True  # as under Slicer's test runner: message boxes are logged, prompts answered
 
