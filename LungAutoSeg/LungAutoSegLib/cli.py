@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .ct_reader import read_ct
+from .engine_server import DEFAULT_IDLE_SECONDS
 
 
 def describe(volume) -> dict:
@@ -125,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine = commands.add_parser("engine", parents=[common],
                                  help="stay running for the Slicer module: one JSON request per line on stdin, "
                                       "segment's JSON lines per request on stdout; models stay loaded")
-    engine.add_argument("--idle-exit", type=float, default=600.0, metavar="SECONDS",
-                        help="exit after this long without a request (default 600)")
+    engine.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_SECONDS, metavar="SECONDS",
+                        help=f"exit after this long without a request (default {DEFAULT_IDLE_SECONDS:g})")
     engine.set_defaults(run=_engine)
 
     info = commands.add_parser("info", parents=[common], help="print a model package's card (default: the bundled model)")

@@ -19,6 +19,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .engine_server import DEFAULT_IDLE_SECONDS
+
 
 class EngineJob:
     """One engine run in its own temporary folder (input CT, outputs), removed by ``cleanup``."""
@@ -40,14 +42,15 @@ class EngineJob:
         return {"input": str(self.input), "output": str(self.output), "model": None if model is None else str(model),
                 "structures": structures or None, "device": device, "review": review}
 
-    def command(self, *, model=None, structures: list[str] | None = None, device: str = "auto",
-                review: bool = False) -> list[str]:
-        command = [self.python, "-m", "LungAutoSegLib.cli", "segment", str(self.input), "-o", str(self.output),
-                   "--progress", "jsonl", "--device", device] + (["--review"] if review else [])
-        if model is not None:
-            command += ["--model", str(model)]
-        if structures:
-            command += ["--structures", ",".join(structures)]
+    def command(self, **options) -> list[str]:
+        """This job as its own ``lungautoseg segment`` process (``options`` as for ``request``)."""
+        request = self.request(**options)
+        command = [self.python, "-m", "LungAutoSegLib.cli", "segment", request["input"], "-o", request["output"],
+                   "--progress", "jsonl", "--device", request["device"]] + (["--review"] if request["review"] else [])
+        if request["model"] is not None:
+            command += ["--model", request["model"]]
+        if request["structures"]:
+            command += ["--structures", ",".join(request["structures"])]
         return command
 
     def start(self, command: list[str], environment: dict | None = None) -> None:
@@ -141,7 +144,7 @@ class WarmEngine:
     ends it (the module calls it when the model choice changes and when Slicer quits)."""
 
     def __init__(self, python: str = sys.executable, environment: dict | None = None,
-                 idle_seconds: float = 600.0):
+                 idle_seconds: float = DEFAULT_IDLE_SECONDS):
         self.command = [python, "-m", "LungAutoSegLib.cli", "engine", "--idle-exit", f"{idle_seconds:g}"]
         self.environment = environment
         self.process: subprocess.Popen | None = None

@@ -40,6 +40,8 @@ class LoadedModels:
         manifest = path / MANIFEST_NAME
         key = (str(path), manifest.stat().st_mtime_ns if manifest.is_file() else None, resolve_device(device))
         if key not in self._loaded:
+            for stale in [k for k in self._loaded if (k[0], k[2]) == (key[0], key[2])]:
+                del self._loaded[stale]  # the package changed on disk: its old network goes
             package = load_package(path)
             self._loaded[key] = (package, package.load_network(key[2]))
         return self._loaded[key]

@@ -161,7 +161,8 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         raise InputError(f"the CT has {ct.shape_ijk[2]} slice(s): contouring needs a 3D CT of at least "
                          f"{MIN_SLICES} slices", source)
 
-    result = predict(ct, package, device=device, network=network, with_review=review, structures=[s["name"] for s in chosen],
+    result = predict(ct, package, device=device, network=network, with_review=review,
+                     structures=[s["name"] for s in chosen],
                      progress=lambda stage, done: progress.stage(stage, 0.05 + 0.8 * done, f"{stage} done"))
     timings.update(result.timings)
     timings["load_model"] = round(timings.get("load_model", 0.0) + opened, 3)
