@@ -354,7 +354,8 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         slicer.util.exportNode(ctNode, str(job.input), {"useCompression": 0})
         engine = self.warmEngine(model)
         request = job.request(model=model, structures=structures, device=device, review=True)
-        follow = lambda onEvent: engine.run(job, request, onEvent)  # noqa: E731
+        engine.submit(job, request)  # here, not in the thread: Cancel can kill it from now on
+        follow = lambda onEvent: engine.answer(job, request, onEvent)  # noqa: E731
         if wait:
             outcome = follow(onProgress)
             node = self._load(outcome, ctNode, outputSegmentationNode, model)

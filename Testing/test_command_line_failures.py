@@ -21,8 +21,11 @@ POSIX = os.name == "posix"
 
 
 def _start(arguments: list[str]) -> subprocess.Popen:
+    """The command as from a terminal: with Ctrl-C's default, even when these tests were started
+    in the background (a shell starts background jobs with SIGINT ignored, and children inherit it)."""
+    restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if POSIX else None
     return subprocess.Popen([sys.executable, "-m", "LungAutoSegLib.cli", *arguments], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=restore)
 
 
 def _interrupt_at(process: subprocess.Popen, stage: str, signum: int) -> list[dict]:

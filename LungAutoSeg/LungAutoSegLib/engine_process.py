@@ -158,28 +158,40 @@ class WarmEngine:
         return self.process is not None and self.process.poll() is None
 
     def run(self, job: EngineJob, request: dict, on_event=None) -> dict:
-        """Send ``job``'s request and follow it to its outcome. An engine that dies without an
-        answer (a crash, not a cancel) is started afresh and asked once more, with a log line."""
+        """``submit`` then ``answer``: the whole run, blocking."""
+        self.submit(job, request)
+        return self.answer(job, request, on_event)
+
+    def submit(self, job: EngineJob, request: dict) -> None:
+        """Send ``job``'s request (starting the engine if none is alive). Done before any thread
+        follows it, so that a cancel from then on finds the process to kill."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("the LungAutoSeg engine is busy with another run: wait for it or cancel it")
         try:
-            return self._run(job, request, on_event)
+            self._send(job, request)
+        except BaseException:
+            self._busy.release()
+            raise
+
+    def answer(self, job: EngineJob, request: dict, on_event=None) -> dict:
+        """Follow the submitted ``job`` to its outcome. An engine that dies without an answer (a
+        crash, not a cancel) is started afresh and asked once more, with a log line."""
+        try:
+            outcome = job.follow(on_event)
+            if job.answered or job.cancelled:
+                return outcome
+            self._log_line(f"LungAutoSeg: the engine process stopped (exit code {self.process.returncode}) "
+                           "without an answer; starting a fresh one and running again")
+            job.events.clear()
+            self._send(job, request)
+            return job.follow(on_event)
         finally:
             self._busy.release()
 
-    def _run(self, job: EngineJob, request: dict, on_event) -> dict:
-        for attempt in (1, 2):
-            job.events.clear()
-            self._send(job, request)
-            outcome = job.follow(on_event)
-            if job.answered or job.cancelled or attempt == 2:
-                return outcome
-            message = (f"LungAutoSeg: the engine process stopped (exit code {self.process.returncode}) "
-                       "without an answer; starting a fresh one and running again")
-            self._log_line(message)
-
     def _send(self, job: EngineJob, request: dict) -> None:
         self.job = job
+        if job.cancelled:  # cancelled while the engine restarted: nothing more to ask
+            return
         if not self.alive:
             self.process = start_engine(self.command, self.environment, self._log_line)
             self.starts += 1
