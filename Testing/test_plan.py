@@ -39,6 +39,8 @@ def test_settings_a_manifest_leaves_out_take_the_plans_defaults():
     ({"postprocessing": {"edge_hu": "-250"}}, "edge_hu to null or a HU value"),
     ({"postprocessing": {"edge_hu": 1500}}, "edge_hu to null or a HU value"),
     ({"postprocessing": {"edge_hu": True}}, "edge_hu to null or a HU value"),
+    ({"postprocessing": {"pieces_ml": {"Esophagus": 0}}}, "pieces_ml to structure names with positive volumes"),
+    ({"postprocessing": {"pieces_ml": ["Esophagus"]}}, "pieces_ml to structure names with positive volumes"),
 ])
 def test_a_bad_inference_setting_is_refused_by_name(settings, message):
     with pytest.raises(InputError, match=message):
@@ -62,3 +64,12 @@ def test_training_pads_its_patches_as_inference_pads_its_windows(padding):
                                        mode=padding)[0, 0].numpy()
     by_numpy = np.pad(image, pad, mode=Inference(padding=padding).numpy_padding)
     assert np.array_equal(by_torch, by_numpy)
+
+
+def test_kept_pieces_are_written_only_when_set_and_read_back():
+    tubes = Inference(postprocessing=Postprocessing(pieces_ml={"Esophagus": 1.0, "SpinalCord": 1.0}))
+    assert tubes.to_dict()["postprocessing"]["pieces_ml"] == {"Esophagus": 1.0, "SpinalCord": 1.0}
+    assert Inference.from_dict(json.loads(json.dumps(tubes.to_dict())), factor=16) == tubes
+    assert "pieces_ml" not in Inference().to_dict()["postprocessing"]
+    assert tubes.postprocessing.min_piece_voxels("Esophagus", 1.5 * 1.5 * 2.5) == 178  # 1 ml of 5.625 mm3 voxels
+    assert tubes.postprocessing.min_piece_voxels("Heart", 5.625) is None

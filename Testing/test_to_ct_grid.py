@@ -34,8 +34,24 @@ def test_postprocessing_keeps_the_largest_component_and_fills_holes():
     winner[6, 6, 6] = 0                      # a hole
     winner[15:17, 15:17, 15:17] = 1          # a stray island
     probabilities = torch.nn.functional.one_hot(torch.from_numpy(winner), 2).permute(3, 0, 1, 2).float()
-    mask = probabilities_to_masks(probabilities)[0]
+    mask = probabilities_to_masks(probabilities, ["Heart"], 1.0)[0]
     assert mask.sum() == 1000 and mask[6, 6, 6] and not mask[16, 16, 16]
+
+
+def test_a_broken_tube_keeps_its_pieces_but_loses_its_specks():
+    """An esophagus broken by the network stays two pieces where the plan says pieces_ml; a
+    speck below that volume goes, and a structure not named keeps only its largest piece."""
+    winner = np.zeros((40, 12, 12), np.int64)
+    winner[2:20, 4:8, 4:8] = 1               # lower esophagus: 288 voxels
+    winner[26:38, 4:8, 4:8] = 1              # upper esophagus beyond a gap: 192 voxels
+    winner[23, 10, 10] = 1                   # a speck
+    probabilities = torch.nn.functional.one_hot(torch.from_numpy(winner), 2).permute(3, 0, 1, 2).float()
+    steps = Postprocessing(pieces_ml={"Esophagus": 0.1})  # 100 voxels of 1 mm3
+    kept = probabilities_to_masks(probabilities, ["Esophagus"], 1.0, steps)[0]
+    assert kept.sum() == 288 + 192 and kept[30, 5, 5] and not kept[23, 10, 10]
+    assert probabilities_to_masks(probabilities, ["Heart"], 1.0, steps)[0].sum() == 288
+    on_ct = keep_largest_components(winner.astype(np.uint8), ["Esophagus"], 1.0, steps)
+    assert (on_ct == 1).sum() == 288 + 192 and on_ct[23, 10, 10] == 0
 
 
 @pytest.mark.parametrize("geometry", ["oblique", "x_flipped"])
@@ -55,10 +71,11 @@ def test_specks_left_by_interpolation_are_removed_on_the_ct_grid():
     labels[25, 35, 45] = 1                   # a speck of structure 1
     labels[5:20, 25:35, 5:20] = 2
     labels[2, 30, 2] = 2                     # a speck of structure 2
-    tidy = keep_largest_components(labels.copy(), 2)
+    tidy = keep_largest_components(labels.copy(), ["Lung_R", "Lung_L"], 1.0)
     assert (tidy == 1).sum() == 15 ** 3 and (tidy == 2).sum() == 15 * 10 * 15
     assert tidy[25, 35, 45] == 0 and tidy[2, 30, 2] == 0
-    assert np.array_equal(keep_largest_components(labels.copy(), 2, Postprocessing(largest_component=False)), labels)
+    assert np.array_equal(keep_largest_components(labels.copy(), ["Lung_R", "Lung_L"], 1.0,
+                                                   Postprocessing(largest_component=False)), labels)
 
 
 def _coarse_lungs(phantom, spacing_mm: float):

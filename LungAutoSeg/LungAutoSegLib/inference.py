@@ -97,15 +97,16 @@ def on_model_grid(ct: Volume, package: ModelPackage, network, device: str, lap=l
     lap("preprocess", 0.3)
     probabilities = predict_probabilities(network, image, package.plan.inference, device, package.downsampling_factor)
     lap("inference", 0.8)
-    masks = probabilities_to_masks(probabilities, package.plan.inference.postprocessing)
+    masks = probabilities_to_masks(probabilities, package.structure_names, grid.voxel_mm3,
+                                   package.plan.inference.postprocessing)
     lap("postprocess", 0.85)
     return probabilities, masks, grid
 
 
-def labels_on_ct(masks: np.ndarray, grid: Volume, ct: Volume, steps: Postprocessing) -> np.ndarray:
-    """The CT-grid half of ``predict``: model-grid masks -> the label map on the CT's grid. Apart
-    so that ``lungautoseg-train tune-edge`` can try many ``edge_hu`` on one network run."""
-    return keep_largest_components(label_map(masks, grid, ct, steps.edge_hu), len(masks), steps)
+def labels_on_ct(masks: np.ndarray, grid: Volume, ct: Volume, steps: Postprocessing, names: list[str]) -> np.ndarray:
+    """The CT-grid half of ``predict``: model-grid masks (of ``names``) -> the label map on the
+    CT's grid. Apart so that ``lungautoseg-train tune-edge`` can try many ``edge_hu`` on one run."""
+    return keep_largest_components(label_map(masks, grid, ct, steps.edge_hu), names, ct.voxel_mm3, steps)
 
 
 def predict(ct: Volume, package: ModelPackage | CascadePackage, *, device: str = "auto", network=None,
@@ -130,7 +131,8 @@ def predict(ct: Volume, package: ModelPackage | CascadePackage, *, device: str =
     network = network if network is not None else package.load_network(device)
     lap("load_model", 0.1)
     probabilities, masks, grid = on_model_grid(ct, package, network, device, lap)
-    labels = ct.with_array(labels_on_ct(masks, grid, ct, package.plan.inference.postprocessing))
+    labels = ct.with_array(labels_on_ct(masks, grid, ct, package.plan.inference.postprocessing,
+                                              package.structure_names))
     structures = probabilities[1:].cpu().numpy() if with_probabilities or with_review else None
     on_ct = probability_maps(structures, grid, ct) if with_probabilities else None
     lap("resample", 0.95 if with_review else 1.0)

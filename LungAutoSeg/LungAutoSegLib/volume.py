@@ -47,6 +47,10 @@ class Volume:
         return np.linalg.norm(self.ijk_to_lps[:3, :3], axis=0)
 
     @property
+    def voxel_mm3(self) -> float:
+        return float(np.prod(self.spacing))
+
+    @property
     def origin(self) -> np.ndarray:
         """LPS position of the centre of voxel (0, 0, 0)."""
         return self.ijk_to_lps[:3, 3].copy()

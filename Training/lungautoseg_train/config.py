@@ -43,8 +43,9 @@ DEFAULTS: dict = {
     "validation": {"interval": 1, "window": list(Inference.window), "overlap": Inference.overlap, "images_every": 5,
                    "image_cases": 3},
     # edge_hu: the CT-grid edge refinement (plan.Postprocessing.edge_hu), packaged for inference;
-    # null: off. `lungautoseg-train tune-edge` chooses it on contoured cases.
-    "postprocessing": {"edge_hu": None},
+    # null: off. `lungautoseg-train tune-edge` chooses it on contoured cases. pieces_ml: structure
+    # -> ml, the pieces besides the largest that a structure keeps (plan.Postprocessing).
+    "postprocessing": {"edge_hu": None, "pieces_ml": {}},
     "early_stop_patience": None,          # validations without improvement before stopping
     "augmentation": {
         "rotate_degrees": 10.0, "scale": 0.1, "probability": 0.5,
@@ -66,6 +67,9 @@ DEFAULTS: dict = {
 
 # What a checkpoint can be packaged with other than it was trained with.
 WEIGHT_NEUTRAL = ("name", "version", "postprocessing")
+# Mappings whose keys are open (a network's parameters, structure names): replaced whole, checked
+# by what reads them.
+OPEN_MAPPINGS = ("network", "pieces_ml")
 
 
 def _merge(base: dict, update: dict, where: str = "") -> dict:
@@ -73,7 +77,7 @@ def _merge(base: dict, update: dict, where: str = "") -> dict:
     for key, value in update.items():
         if key not in base:
             raise InputError(f"unknown config key {where}{key!r}; known: {', '.join(base)}")
-        if isinstance(base[key], dict) and key != "network":
+        if isinstance(base[key], dict) and key not in OPEN_MAPPINGS:
             if not isinstance(value, dict):
                 raise InputError(f"config key {where}{key} must be a mapping")
             merged[key] = _merge(base[key], value, f"{where}{key}.")

@@ -49,7 +49,7 @@ def edge_dice(package: ModelPackage, records: list[CaseRecord], csv_path, candid
         _, masks, grid = on_model_grid(ct, package, network, device)
         for edge_hu in (None, *candidates):
             steps = dataclasses.replace(package.plan.inference.postprocessing, edge_hu=edge_hu)
-            labels = labels_on_ct(masks, grid, ct, steps)
+            labels = labels_on_ct(masks, grid, ct, steps, package.structure_names)
             for label, (name, truth) in enumerate(zip(package.structure_names, expected), start=1):
                 score = dice((labels == label) & keep, truth)
                 rows.append({"case": record.case, "structure": name, "edge_hu": edge_hu, "dice": round(score, 4)})

@@ -166,14 +166,16 @@ def _schedule(optimizer, settings: dict, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def validate(network, cases, plan: ModelPlan, factor: int, device) -> tuple[list[list[float]], dict[str, np.ndarray]]:
-    """Per case and structure Dice on the model grid after the plan's inference and
+def validate(network, cases, plan: ModelPlan, names: list[str], factor: int,
+             device) -> tuple[list[list[float]], dict[str, np.ndarray]]:
+    """Per case and structure (``names``) Dice on the model grid after the plan's inference and
     postprocessing (NaN for a structure the case leaves unlabelled), and the masks.
     ``factor``: the network's downsampling factor."""
     scores, predictions = [], {}
+    voxel_mm3 = float(np.prod(plan.preprocessing.spacing))
     for case in cases:
         probabilities = predict_probabilities(network, case.image, plan.inference, str(device), factor)
-        masks = probabilities_to_masks(probabilities, plan.inference.postprocessing)
+        masks = probabilities_to_masks(probabilities, names, voxel_mm3, plan.inference.postprocessing)
         scored = case.label != IGNORE
         scores.append([math.nan if case.unlabelled.size and case.unlabelled[n - 1] else
                        dice(mask & scored, case.label == n) for n, mask in enumerate(masks, start=1)])
@@ -343,7 +345,7 @@ class Trainer:
 
     def validate_epoch(self) -> dict:
         cases = self.validation_cases[self.ranks.rank::self.ranks.world]
-        scores, self.predictions = validate(self.network.eval(), cases, self.plan,
+        scores, self.predictions = validate(self.network.eval(), cases, self.plan, self.structures,
                                             downsampling_factor(self.config["network"]), self.ranks.device)
         scores = np.array(scores).reshape(-1, len(self.structures))
         sums = self.ranks.sum(list(np.nansum(scores, axis=0)) + list(np.sum(~np.isnan(scores), axis=0)))

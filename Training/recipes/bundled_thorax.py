@@ -168,7 +168,14 @@ def thorax_package(stage2: Path, out: Path, card: str | None = None, metrics: di
 
 
 def stage2_package(work: Path, run: str) -> Path:
-    return next((work / run / "package").iterdir())
+    """The run's stage 2 packaged with the recipe's postprocessing of today: that does not touch
+    the weights, so a fold trained before a postprocessing change is packaged again, not retrained."""
+    from lungautoseg_train.package import package_checkpoint
+
+    postprocessing = yaml.safe_load(CONFIG.read_text()).get("postprocessing", {})
+    settings = [f"postprocessing.{key}={json.dumps(value)}" for key, value in postprocessing.items()]
+    return package_checkpoint(work / run / "checkpoints" / "best.pt", work / run / "packaged", overwrite=True,
+                              settings=settings)
 
 
 def score(work: Path) -> list[dict]:
