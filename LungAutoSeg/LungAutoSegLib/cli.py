@@ -48,6 +48,9 @@ def _segment(args) -> int:
     from .progress import Progress
     from .segment_command import segment_with_events
 
+    if len(args.input) > 1 or args.batch or args.shard:
+        return _segment_batch(args)
+    args.input = args.input[0] if args.input else None
     progress = Progress(args.progress)
     source = example_ct() if args.example else args.input
     if source is None:
@@ -65,6 +68,43 @@ def _segment(args) -> int:
         for line in report.get("review", {}).get("summary", []):
             print(f"review {line}")
         print(f"{report['seconds']['total']} s on {report['device']}; outputs in {output}")
+    return 0
+
+
+def _segment_batch(args) -> int:
+    """Several inputs or ``--batch ROOT``: exit 0 when every case is done (now or earlier), 1 when
+    any was refused or failed (summary.csv says which and why)."""
+    from .batch import SUMMARY_NAME, find_cases, run_batch, shard
+
+    if args.example or args.series:
+        raise InputError("--example and --series name one CT; they do not combine with several inputs or --batch")
+    output = args.output or Path("lungautoseg-batch")
+    structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
+    cases = shard(find_cases(args.input, args.batch, output), args.shard)
+    rows = run_batch(cases, output, model=args.model, structures=structures, device=args.device,
+                     bar=args.progress == "bar")
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "done earlier", "refused", "failed")}
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; summary in {output / SUMMARY_NAME}")
+    return 1 if counts["refused"] or counts["failed"] else 0
+
+
+def _serve(args) -> int:
+    if args.example_config:
+        from .node.config import EXAMPLE
+
+        print(EXAMPLE, end="")
+        return 0
+    if args.config is None:
+        raise InputError("name the node's configuration: --config node.toml (--example-config prints one)")
+    from .node.service import serve
+
+    return serve(args.config)
+
+
+def _node_status(args) -> int:
+    from .node.service import status
+
+    print(status(args.config))
     return 0
 
 
@@ -109,7 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", parents=[common],
                                   help="contour a CT: .seg.nrrd, NIfTI labels, RTSTRUCT (DICOM input), report, preview")
-    segment.add_argument("input", type=Path, nargs="?", help="DICOM series folder, NRRD, NIfTI or MHA")
+    segment.add_argument("input", type=Path, nargs="*",
+                         help="DICOM series folder, NRRD, NIfTI or MHA; several: a batch run")
+    segment.add_argument("--batch", type=Path, metavar="ROOT",
+                         help="contour every CT series and volume file under ROOT, each into OUTPUT/<patient>/"
+                              "<series>, with OUTPUT/summary.csv; a rerun skips cases done with the same model")
+    segment.add_argument("--shard", metavar="I/N", help="with a batch: only the I-th of N equal shares of the cases "
+                                                        "(a job array's task I of N)")
     segment.add_argument("-o", "--output", type=Path, help="output folder (default: <input name>_lungautoseg)")
     segment.add_argument("--model", type=Path, help="model package folder or zip (default: the bundled model)")
     segment.add_argument("--structures", help="comma-separated subset of the model's structures, e.g. Lung_R")
@@ -129,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_SECONDS, metavar="SECONDS",
                         help=f"exit after this long without a request (default {DEFAULT_IDLE_SECONDS:g})")
     engine.set_defaults(run=_engine)
+
+    serve = commands.add_parser("serve", parents=[common], help="run as a DICOM node: receive CTs, send RTSTRUCTs")
+    serve.add_argument("--config", type=Path, help="the node's TOML configuration")
+    serve.add_argument("--example-config", action="store_true", help="print a configuration with every default")
+    serve.set_defaults(run=_serve)
+    node = commands.add_parser("node", parents=[common], help="the DICOM node's journal")
+    node_commands = node.add_subparsers(dest="node_command", required=True)
+    node_status = node_commands.add_parser("status", parents=[common], help="list the jobs and their states")
+    node_status.add_argument("--config", type=Path, required=True)
+    node_status.set_defaults(run=_node_status)
 
     info = commands.add_parser("info", parents=[common], help="print a model package's card (default: the bundled model)")
     info.add_argument("model", type=Path, nargs="?")

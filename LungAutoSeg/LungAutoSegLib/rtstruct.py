@@ -125,10 +125,15 @@ def write_rtstruct(
     series_description: str = "LungAutoSeg",
     generation_algorithm: str = "AUTOMATIC",
     overwrite: bool = False,
+    description: str = "",
+    uid_key: str | None = None,
 ) -> Path:
     """A new RTSTRUCT referencing every slice of ``ct``, one ROI per mask (``array[k, j, i]``).
 
     Known structures get their standard colour. The file appears only when complete.
+    ``description``: the StructureSetDescription (e.g. the plausibility warnings). ``uid_key``:
+    when given, the instance and series UIDs derive from it, so the same key always makes the
+    same UIDs (the DICOM node keys by series and weights: a result sent twice is one result).
     """
     path = Path(path)
     if path.exists() and not overwrite:  # refuse before the slow part, not after it
@@ -138,7 +143,9 @@ def write_rtstruct(
         source = getattr(ct.datasets[0], "filename", None)
         raise InputError("the CT series has no FrameOfReferenceUID: an RTSTRUCT cannot be placed on it",
                          Path(source).parent if source else path)
-    ds = _structure_set(ct, frame, series_description)
+    ds = _structure_set(ct, frame, series_description, uid_key)
+    if description:
+        ds.StructureSetDescription = description[:1024]  # ST
     for number, (name, mask) in enumerate(masks.items(), start=1):
         if mask.shape != ct.volume.array.shape:
             raise ValueError(f"mask {name} has shape {mask.shape}, the CT {ct.volume.array.shape}")
@@ -168,12 +175,14 @@ STUDY_ATTRIBUTES = ("StudyDate", "StudyTime", "StudyID", "AccessionNumber", "Ref
                     "PatientAge", "InstitutionName")
 
 
-def _structure_set(ct: DicomCT, frame: str, label: str) -> FileDataset:
+def _structure_set(ct: DicomCT, frame: str, label: str, uid_key: str | None) -> FileDataset:
     """The RTSTRUCT's header: the CT's patient and study, a new series, every slice referenced."""
     first = ct.datasets[0]
+    new_uid = (lambda role: generate_uid()) if uid_key is None else (  # noqa: E731
+        lambda role: generate_uid(entropy_srcs=[uid_key, role]))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTSTRUCT_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = new_uid("instance")
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("", Dataset(), file_meta=meta, preamble=b"\0" * 128)
     # the CT's character set, so names in any script stay what they are (ISO_IR 192, ISO 2022 IR 87)
@@ -184,7 +193,7 @@ def _structure_set(ct: DicomCT, frame: str, label: str) -> FileDataset:
     for keyword in STUDY_ATTRIBUTES:
         setattr(ds, keyword, first.get(keyword, ""))
     ds.StudyInstanceUID = first.StudyInstanceUID
-    ds.SeriesInstanceUID, ds.SeriesNumber = generate_uid(), 1
+    ds.SeriesInstanceUID, ds.SeriesNumber = new_uid("series"), 1
     ds.SeriesDescription, ds.StructureSetLabel = label[:64], label[:16]
     ds.InstanceNumber = 1
     ds.Manufacturer, ds.ManufacturerModelName = "LungAutoSeg", label

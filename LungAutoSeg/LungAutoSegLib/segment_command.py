@@ -99,16 +99,17 @@ def _structure_report(mask: np.ndarray, spacing) -> dict:
 
 def run_segment(source, output_dir, *, model=None, structures: list[str] | None = None, device: str = "auto",
                 series_uid: str | None = None, overwrite: bool = False, progress: Progress | None = None,
-                review: bool = False, models=None) -> dict:
+                review: bool = False, models=None, uid_key: str | None = None) -> dict:
     """Segment ``source`` into ``output_dir``; on any failure, no output and no folder it made is left.
-    ``models``: an ``engine_server.LoadedModels`` that keeps packages and networks between runs."""
+    ``models``: an ``engine_server.LoadedModels`` that keeps packages and networks between runs.
+    ``uid_key``: the RTSTRUCT's UIDs derive from it (``write_rtstruct``)."""
     source, output_dir = Path(source), Path(output_dir)
     if not source.exists():
         raise InputError("no such file or folder", source)
     made = _check_output_folder(output_dir)
     try:
         return _run_segment(source, output_dir, model, structures, device, series_uid, overwrite,
-                            progress or Progress("none"), review, models)
+                            progress or Progress("none"), review, models, uid_key)
     except BaseException:
         _remove_made(made)
         raise
@@ -135,7 +136,7 @@ def segment_with_events(progress, source, output, **options) -> dict:
 
 
 def _run_segment(source: Path, output_dir: Path, model, structures, device, series_uid, overwrite,
-                 progress: Progress, review: bool, models) -> dict:
+                 progress: Progress, review: bool, models, uid_key) -> dict:
     from .inference import predict
 
     started, timings = time.perf_counter(), {}
@@ -193,7 +194,8 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         write_volume(labels, staged["labels"])
         if dicom is not None:
             write_rtstruct(dicom, masks, staged["rtstruct"],
-                           series_description=f"LungAutoSeg {package.name}"[:64], generation_algorithm="AUTOMATIC")
+                           series_description=f"LungAutoSeg {package.name}"[:64], generation_algorithm="AUTOMATIC",
+                           description="; ".join(report["warnings"]), uid_key=uid_key)
         _write_preview(ct, labels, chosen, staged["preview"])
         if review:
             write_volume(result.review.map, staged["review"])
