@@ -78,7 +78,12 @@ class Tps:
             self.process.wait()
 
     def rtstructs(self) -> list:
-        return [dcmread(p) for p in sorted(self.folder.iterdir()) if p.is_file() and p.name.startswith("RS")]
+        return self.received("RTSTRUCT")
+
+    def received(self, modality: str) -> list:
+        """The datasets of that modality received, each with its ``filename``."""
+        found = [dcmread(p) for p in sorted(self.folder.iterdir()) if p.is_file()]
+        return [d for d in found if d.Modality == modality]
 
 
 def _listening(port: int) -> bool:
@@ -89,14 +94,15 @@ def _listening(port: int) -> bool:
 class Node:
     """``lungautoseg serve`` in a child process, on its own configuration."""
 
-    def __init__(self, root: Path, tps_port: int, **node_settings):
+    def __init__(self, root: Path, tps_port: int, destination_lines: tuple[str, ...] = (), **node_settings):
         self.root, self.port = root, free_port()
         root.mkdir(parents=True, exist_ok=True)
         settings = {"ae_title": NODE, "host": "127.0.0.1", "port": self.port, "spool": "spool",
                     "series_complete_seconds": 2, "log_file": "node.log", **node_settings}
         lines = ["[node]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
                  "[[peers]]", f'ae_title = "{SCANNER}"', "[destination]", f'ae_title = "{TPS}"',
-                 'host = "127.0.0.1"', f"port = {tps_port}", "retry_first_seconds = 1", "retry_max_seconds = 2"]
+                 'host = "127.0.0.1"', f"port = {tps_port}", "retry_first_seconds = 1", "retry_max_seconds = 2",
+                 *destination_lines]
         self.config = root / "node.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.process = None

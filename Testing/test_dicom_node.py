@@ -18,6 +18,7 @@ from node_harness import NODE, Node, Tps, dcmtk, example_series, storescu, wait_
 from LungAutoSegLib.ct_reader import read_ct
 from LungAutoSegLib.rtstruct import read_roi_masks
 from LungAutoSegLib.segment_command import run_segment
+from lungautoseg_train.dicom_seg import read_seg_masks
 
 LUNGS = ["Lung_R", "Lung_L"]
 REAL_CT = shared_data("real", "nsclc_radiomics_lung1", "LUNG1-010")
@@ -74,7 +75,7 @@ def test_a_real_ct_sent_by_storescu_comes_back_as_one_rtstruct_with_the_lungs_of
     wait_for(lambda: node.state(series_uid) == "sent", 300, "the RTSTRUCT to be sent")
     (rtstruct,) = tps.rtstructs()
     assert referenced_series(rtstruct) == series_uid
-    received = read_roi_masks(next(tps.folder.glob("RS*")), ct.dicom, LUNGS)
+    received = read_roi_masks(rtstruct.filename, ct.dicom, LUNGS)
     direct = run_segment(series_folder, tmp_path / "direct", device="cpu")
     expected = read_roi_masks(direct["outputs"]["rtstruct"], ct.dicom, LUNGS)
     for name in LUNGS:
@@ -96,6 +97,25 @@ def test_three_concurrent_senders_get_three_rtstructs_each_matched_to_its_series
         ct = read_ct(series[referenced_series(rtstruct)])
         assert rtstruct.PatientID == ct.dicom.datasets[0].PatientID
         assert [r.ROIName for r in rtstruct.StructureSetROISequence] == LUNGS
+
+
+def test_a_dicom_seg_goes_with_the_rtstruct_when_configured_and_holds_the_same_lungs(tmp_path, tps):
+    node = Node(tmp_path / "node", tps.port, destination_lines=("dicom_seg = true",)).start()
+    try:
+        uid = example_series(tmp_path / "ct", "P1")
+        assert storescu(node, tmp_path / "ct").returncode == 0
+        wait_for(lambda: node.state(uid) == "sent", 180, "the results")
+    finally:
+        node.stop()
+    (rtstruct,), (seg,) = tps.rtstructs(), tps.received("SEG")
+    assert seg.SeriesInstanceUID != rtstruct.SeriesInstanceUID and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == LUNGS
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "39607008"  # SNOMED CT lung
+    ct = read_ct(tmp_path / "ct")
+    in_seg = read_seg_masks(seg.filename, ct.dicom, LUNGS)
+    in_rtstruct = read_roi_masks(rtstruct.filename, ct.dicom, LUNGS).masks
+    for name in LUNGS:
+        assert np.array_equal(in_seg[name], in_rtstruct[name]) and in_seg[name].sum() > 100_000, name
 
 
 def test_a_destination_down_at_first_gets_the_rtstruct_once_it_is_up(tmp_path):
@@ -221,3 +241,44 @@ def test_node_status_lists_the_jobs_from_the_journal(node, tps, tmp_path):
                            "--config", str(node.config)], capture_output=True, text=True)
     line = next(line for line in done.stdout.splitlines() if uid in line)
     assert "sent" in line and "P7" in line and "61" in line
+
+
+def _certificates(folder):
+    """A CA, the node's certificate (for 127.0.0.1) and a scanner's, made by openssl."""
+    folder.mkdir()
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=Test CA")
+    for name in ("node", "scanner"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")
+        (folder / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return folder
+
+
+def test_with_tls_only_a_sender_with_a_certificate_the_ca_signed_gets_through(tmp_path, tps):
+    certificates = _certificates(tmp_path / "certificates")
+    node = Node(tmp_path / "node", tps.port)
+    node.config.write_text(node.config.read_text() + "[tls]\n" + "".join(
+        f'{key} = "{(certificates / name).as_posix()}"\n'
+        for key, name in (("certificate", "node.pem"), ("key", "node.key"), ("ca", "ca.pem"))))
+    node.start()
+    try:
+        def echo(*tls):
+            return subprocess.run([dcmtk("echoscu"), *tls, "-aet", "SCANNER", "-aec", NODE, "127.0.0.1",
+                                   str(node.port)], capture_output=True, text=True, timeout=60).returncode
+
+        signed = ["+tls", str(certificates / "scanner.key"), str(certificates / "scanner.pem"),
+                  "+cf", str(certificates / "ca.pem")]
+        assert echo(*signed) == 0
+        assert echo() != 0  # plain TCP
+        assert echo("+tla", "+cf", str(certificates / "ca.pem")) != 0  # TLS without a certificate
+        assert node.process.poll() is None  # and the node serves on
+        assert echo(*signed) == 0
+    finally:
+        node.stop()

@@ -116,7 +116,7 @@ def _done_before(folder: Path, weights: str) -> dict | None:
 
 
 def run_batch(cases: list[Case], output: Path, *, model=None, structures=None, device="auto",
-              bar: bool = True) -> list[dict]:
+              bar: bool = True, dicom_seg: bool = False) -> list[dict]:
     """Contour every case into ``output``; returns the summary rows (also in summary.csv)."""
     from tqdm import tqdm
 
@@ -137,7 +137,8 @@ def run_batch(cases: list[Case], output: Path, *, model=None, structures=None, d
         else:
             try:
                 report = run_segment(case.source, folder, model=model, structures=structures, device=device,
-                                     series_uid=case.series_uid, progress=Progress("none"), models=models)
+                                     series_uid=case.series_uid, progress=Progress("none"), models=models,
+                                     dicom_seg=dicom_seg)
                 rows.append(_row(case, "done", report, time.perf_counter() - started))
             except InputError as error:
                 rows.append(_row(case, "refused", {"warnings": [str(error)]}, time.perf_counter() - started))

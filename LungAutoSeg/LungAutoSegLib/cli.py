@@ -59,7 +59,7 @@ def _segment(args) -> int:
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
     report = segment_with_events(progress, source, output, model=args.model, structures=structures,
                                  device=args.device, series_uid=args.series, overwrite=args.overwrite,
-                                 review=args.review)
+                                 review=args.review, dicom_seg=args.dicom_seg)
     for warning in report["warnings"]:  # on stderr, so a script that reads stdout still sees them
         print(f"lungautoseg: warning: {warning}", file=sys.stderr)
     if args.progress != "jsonl":
@@ -82,7 +82,7 @@ def _segment_batch(args) -> int:
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
     cases = shard(find_cases(args.input, args.batch, output), args.shard)
     rows = run_batch(cases, output, model=args.model, structures=structures, device=args.device,
-                     bar=args.progress == "bar")
+                     bar=args.progress == "bar", dicom_seg=args.dicom_seg)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "done earlier", "refused", "failed")}
     print(", ".join(f"{n} {status}" for status, n in counts.items()) + f"; summary in {output / SUMMARY_NAME}")
     return 1 if counts["refused"] or counts["failed"] else 0
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--progress", choices=["bar", "jsonl", "none"], default="bar",
                          help="jsonl: one JSON object per line on stdout (for the Slicer module)")
     segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segment.add_argument("--dicom-seg", action="store_true",
+                         help="also a DICOM SEG beside the RTSTRUCT (DICOM input; needs highdicom)")
     segment.add_argument("--example", action="store_true", help="run on the embedded example CT")
     segment.add_argument("--review", action="store_true",
                          help="also write <name>_review.nrrd, where the model is unsure, and list where to look")

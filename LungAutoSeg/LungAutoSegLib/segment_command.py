@@ -36,7 +36,8 @@ from .volume import Volume, bounding_box
 MIN_SLICES = 5  # fewer is not a 3D CT; the model saw slabs of 11 slices and more
 
 OUTPUTS = {"segmentation": "{}.seg.nrrd", "labels": "{}_labels.nii.gz", "rtstruct": "{}_rtstruct.dcm",
-           "report": "{}_report.json", "preview": "{}_preview.png", "review": "{}_review.nrrd"}
+           "report": "{}_report.json", "preview": "{}_preview.png", "review": "{}_review.nrrd",
+           "dicom_seg": "{}_dicomseg.dcm"}
 
 
 def output_name(source: Path) -> str:
@@ -99,17 +100,18 @@ def _structure_report(mask: np.ndarray, spacing) -> dict:
 
 def run_segment(source, output_dir, *, model=None, structures: list[str] | None = None, device: str = "auto",
                 series_uid: str | None = None, overwrite: bool = False, progress: Progress | None = None,
-                review: bool = False, models=None, uid_key: str | None = None) -> dict:
+                review: bool = False, models=None, uid_key: str | None = None, dicom_seg: bool = False) -> dict:
     """Segment ``source`` into ``output_dir``; on any failure, no output and no folder it made is left.
     ``models``: an ``engine_server.LoadedModels`` that keeps packages and networks between runs.
-    ``uid_key``: the RTSTRUCT's UIDs derive from it (``write_rtstruct``)."""
+    ``uid_key``: the RTSTRUCT's (and DICOM SEG's) UIDs derive from it (``write_rtstruct``).
+    ``dicom_seg``: a DICOM SEG beside the RTSTRUCT (DICOM input only; needs highdicom)."""
     source, output_dir = Path(source), Path(output_dir)
     if not source.exists():
         raise InputError("no such file or folder", source)
     made = _check_output_folder(output_dir)
     try:
         return _run_segment(source, output_dir, model, structures, device, series_uid, overwrite,
-                            progress or Progress("none"), review, models, uid_key)
+                            progress or Progress("none"), review, models, uid_key, dicom_seg)
     except BaseException:
         _remove_made(made)
         raise
@@ -136,7 +138,7 @@ def segment_with_events(progress, source, output, **options) -> dict:
 
 
 def _run_segment(source: Path, output_dir: Path, model, structures, device, series_uid, overwrite,
-                 progress: Progress, review: bool, models, uid_key) -> dict:
+                 progress: Progress, review: bool, models, uid_key, dicom_seg: bool) -> dict:
     from .inference import predict
 
     started, timings = time.perf_counter(), {}
@@ -145,7 +147,7 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
     chosen = _select(package, structures)
     name = output_name(source)
     is_dicom = source.is_dir() or not has_volume_suffix(source)
-    wanted = {"rtstruct": is_dicom, "review": review}
+    wanted = {"rtstruct": is_dicom, "review": review, "dicom_seg": is_dicom and dicom_seg}
     planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items() if wanted.get(key, True)}
     _check_names(planned, source)
     _refuse_existing(planned, overwrite, output_dir)
@@ -196,6 +198,10 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
             write_rtstruct(dicom, masks, staged["rtstruct"],
                            series_description=f"LungAutoSeg {package.name}"[:64], generation_algorithm="AUTOMATIC",
                            description="; ".join(report["warnings"]), uid_key=uid_key)
+            if dicom_seg:
+                from .dicom_seg_writer import write_dicom_seg
+
+                write_dicom_seg(dicom, masks, staged["dicom_seg"], algorithm=package.name, uid_key=uid_key)
         _write_preview(ct, labels, chosen, staged["preview"])
         if review:
             write_volume(result.review.map, staged["review"])

@@ -67,6 +67,7 @@ class Destination:
     port: int = 104
     retry_first_seconds: float = 5.0
     retry_max_seconds: float = 300.0
+    dicom_seg: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class NodeConfig:
 SECTIONS = {"node": ("ae_title", "host", "port", "max_associations", "spool", "series_complete_seconds", "workers",
                      "log_file"),
             "model": ("package", "structures", "device"), "peers": ("ae_title", "address"),
-            "destination": ("ae_title", "host", "port", "retry_first_seconds", "retry_max_seconds"),
+            "destination": ("ae_title", "host", "port", "retry_first_seconds", "retry_max_seconds", "dicom_seg"),
             "tls": ("certificate", "key", "ca"), "retention": ("keep_days",)}
 
 
@@ -151,7 +152,8 @@ def _parse(data: dict, base: Path) -> NodeConfig:
                                 str(destination.get("host", Destination.host)),
                                 _port(destination.get("port", Destination.port), "destination.port"),
                                 float(destination.get("retry_first_seconds", Destination.retry_first_seconds)),
-                                float(destination.get("retry_max_seconds", Destination.retry_max_seconds))),
+                                float(destination.get("retry_max_seconds", Destination.retry_max_seconds)),
+                                _flag(destination.get("dicom_seg", False), "destination.dicom_seg")),
         certificate=optional_path(tls.get("certificate", "")), key=optional_path(tls.get("key", "")),
         ca=optional_path(tls.get("ca", "")), keep_days=float(retention.get("keep_days", 0)))
     if not config.peers:
@@ -181,4 +183,10 @@ def _port(value, key: str) -> int:
 def _positive_int(value, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{key} must be a positive integer (got {value!r})")
+    return value
+
+
+def _flag(value, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false (got {value!r})")
     return value

@@ -14,7 +14,6 @@ from .journal import Journal
 from .log import JsonLog
 from .spool import Spool
 
-RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 DAY = 86400.0
 
 
@@ -79,9 +78,10 @@ class Jobs:
             report = run_segment(self.spool.incoming / row["folder"], self.spool.results / row["folder"],
                                  model=self.config.package, structures=list(self.config.structures) or None,
                                  device=self.config.device, overwrite=True, models=self.models,
-                                 uid_key=f"{uid}/{self.weights}")
+                                 uid_key=f"{uid}/{self.weights}", dicom_seg=self.config.destination.dicom_seg)
+            results = [report["outputs"][key] for key in ("rtstruct", "dicom_seg") if key in report["outputs"]]
             self.journal.move(uid, "done", f"contoured in {time.perf_counter() - started:.1f} s",
-                              result=report["outputs"]["rtstruct"], warnings=json.dumps(report["warnings"]))
+                              result=json.dumps(results), warnings=json.dumps(report["warnings"]))
             self.log("segmented", series_uid=uid, patient_id=row["patient_id"], warnings=report["warnings"],
                      volumes_ml={n: s["volume_ml"] for n, s in report["structures"].items()},
                      seconds=round(time.perf_counter() - started, 2))
@@ -104,7 +104,7 @@ class Jobs:
     def _send_once(self, row: dict) -> None:
         """C-STORE the RTSTRUCT; only a success status marks the job sent."""
         uid, destination = row["series_uid"], self.config.destination
-        status = _c_store(self.config.ae_title, destination, row["result"])
+        status = _c_store(self.config.ae_title, destination, json.loads(row["result"]))
         if status == 0x0000:
             self.journal.move(uid, "sent", f"stored at {destination.ae_title}@{destination.host}:{destination.port}")
             self.log("sent", series_uid=uid, patient_id=row["patient_id"], destination=destination.ae_title,
@@ -133,25 +133,29 @@ class Jobs:
                 self._clean(dict(row))
 
 
-def _c_store(ae_title: str, destination, path: str) -> int | str:
-    """0 on success, else the status or why no status came."""
+def _c_store(ae_title: str, destination, paths: list[str]) -> int | str:
+    """Every file over one association: 0 when each got success, else the first failure."""
     from pydicom import dcmread
     from pynetdicom import AE
 
+    try:
+        datasets = [dcmread(path) for path in paths]
+    except OSError as error:
+        return f"a result cannot be read: {error}"
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(RTSTRUCT_STORAGE)
-    try:
-        dataset = dcmread(path)
-    except OSError as error:
-        return f"the result cannot be read: {error}"
+    for sop_class in sorted({str(d.SOPClassUID) for d in datasets}):
+        ae.add_requested_context(sop_class)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
         return "no association (destination down, or it rejected this node)"
     try:
-        status = assoc.send_c_store(dataset)
+        for dataset in datasets:
+            status = assoc.send_c_store(dataset)
+            if not status or "Status" not in status:
+                return "no response to the C-STORE"
+            if status.Status != 0x0000:
+                return f"status 0x{status.Status:04X}"
     finally:
         assoc.release()
-    if not status or "Status" not in status:
-        return "no response to the C-STORE"
-    return 0 if status.Status == 0x0000 else f"status 0x{status.Status:04X}"
+    return 0
