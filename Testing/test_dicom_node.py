@@ -282,3 +282,11 @@ def test_with_tls_only_a_sender_with_a_certificate_the_ca_signed_gets_through(tm
         assert echo(*signed) == 0
     finally:
         node.stop()
+
+
+def test_node_status_before_the_node_ever_ran_says_so_and_makes_nothing(tmp_path):
+    node = Node(tmp_path / "node", 104)
+    done = subprocess.run([sys.executable, "-m", "LungAutoSegLib.cli", "node", "status", "--config", str(node.config)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "has not run with this configuration" in done.stderr
+    assert not (tmp_path / "node" / "spool").exists()

@@ -141,7 +141,8 @@ def _parse(data: dict, base: Path) -> NodeConfig:
         host=str(node.get("host", NodeConfig.host)), port=_port(node.get("port", NodeConfig.port), "node.port"),
         max_associations=_positive_int(node.get("max_associations", NodeConfig.max_associations), "max_associations"),
         spool=base / node.get("spool", str(NodeConfig.spool)),
-        series_complete_seconds=float(node.get("series_complete_seconds", NodeConfig.series_complete_seconds)),
+        series_complete_seconds=_number(node.get("series_complete_seconds", NodeConfig.series_complete_seconds),
+                                        "node.series_complete_seconds"),
         workers=_positive_int(node.get("workers", NodeConfig.workers), "workers"),
         log_file=optional_path(node.get("log_file", "")),
         package=optional_path(model.get("package", "")), structures=tuple(model.get("structures", ())),
@@ -151,11 +152,13 @@ def _parse(data: dict, base: Path) -> NodeConfig:
         destination=Destination(_ae_title(destination.get("ae_title", Destination.ae_title), "destination.ae_title"),
                                 str(destination.get("host", Destination.host)),
                                 _port(destination.get("port", Destination.port), "destination.port"),
-                                float(destination.get("retry_first_seconds", Destination.retry_first_seconds)),
-                                float(destination.get("retry_max_seconds", Destination.retry_max_seconds)),
+                                _number(destination.get("retry_first_seconds", Destination.retry_first_seconds),
+                                        "destination.retry_first_seconds"),
+                                _number(destination.get("retry_max_seconds", Destination.retry_max_seconds),
+                                        "destination.retry_max_seconds"),
                                 _flag(destination.get("dicom_seg", False), "destination.dicom_seg")),
         certificate=optional_path(tls.get("certificate", "")), key=optional_path(tls.get("key", "")),
-        ca=optional_path(tls.get("ca", "")), keep_days=float(retention.get("keep_days", 0)))
+        ca=optional_path(tls.get("ca", "")), keep_days=_number(retention.get("keep_days", 0), "retention.keep_days"))
     if not config.peers:
         raise ValueError("no [[peers]]: name at least one calling AE title allowed to send")
     if config.device not in ("auto", "cpu", "cuda"):
@@ -190,3 +193,9 @@ def _flag(value, key: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{key} must be true or false (got {value!r})")
     return value
+
+
+def _number(value, key: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{key} must be a number (got {value!r})")
+    return float(value)

@@ -5,6 +5,7 @@ import datetime
 import time
 from pathlib import Path
 
+from ..errors import InputError
 from .config import load_config
 from .journal import Journal
 from .log import JsonLog
@@ -45,7 +46,10 @@ def serve(config_path: Path) -> int:
 def status(config_path: Path) -> str:
     """The journal as a table: one line per series, newest last, with the last reason."""
     config = load_config(config_path)
-    journal = Journal(Spool(config.spool).journal_path)
+    path = config.spool / Spool.JOURNAL_NAME
+    if not path.is_file():
+        raise InputError(f"no journal at {path}: the node has not run with this configuration yet", config_path)
+    journal = Journal(path)
     try:
         lines = [f"{'updated':19}  {'state':10}  {'instances':>9}  {'patient':16}  series / reason"]
         for row in journal.jobs():

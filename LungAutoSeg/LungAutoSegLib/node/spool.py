@@ -30,9 +30,11 @@ class Spool:
         for folder in (self.incoming, self.results, self.partial):
             folder.mkdir(parents=True, exist_ok=True)
 
+    JOURNAL_NAME = "journal.sqlite"
+
     @property
     def journal_path(self) -> Path:
-        return self.root / "journal.sqlite"
+        return self.root / self.JOURNAL_NAME
 
     def series_folder(self, series_uid: str) -> Path:
         return self.incoming / key(series_uid)
