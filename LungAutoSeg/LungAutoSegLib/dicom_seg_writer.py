@@ -7,11 +7,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from pydicom.uid import generate_uid
-
 from .atomic import atomic_path
 from .dicom_io import DicomCT
 from .errors import InputError
+from .rtstruct import uid_source
 from .structures import ANATOMICAL_STRUCTURE, STRUCTURES
 
 
@@ -24,8 +23,7 @@ def write_dicom_seg(ct: DicomCT, masks: dict[str, np.ndarray], path: str | os.Pa
         from pydicom.sr.codedict import codes
     except ImportError:
         raise InputError("a DICOM SEG needs highdicom: pip install highdicom") from None
-    new_uid = (lambda role: generate_uid()) if uid_key is None else (  # noqa: E731
-        lambda role: generate_uid(entropy_srcs=[uid_key, role]))
+    new_uid = uid_source(uid_key)
     labels = np.zeros(ct.volume.array.shape, np.uint8)
     descriptions = []
     for number, (name, mask) in enumerate(masks.items(), start=1):

@@ -175,11 +175,18 @@ STUDY_ATTRIBUTES = ("StudyDate", "StudyTime", "StudyID", "AccessionNumber", "Ref
                     "PatientAge", "InstitutionName")
 
 
+def uid_source(uid_key: str | None):
+    """``new_uid(role)``: a fresh UID, or with ``uid_key`` the same UID for the same key and role
+    every time (pydicom's hash-derived UIDs under its root)."""
+    if uid_key is None:
+        return lambda role: generate_uid()
+    return lambda role: generate_uid(entropy_srcs=[uid_key, role])
+
+
 def _structure_set(ct: DicomCT, frame: str, label: str, uid_key: str | None) -> FileDataset:
     """The RTSTRUCT's header: the CT's patient and study, a new series, every slice referenced."""
     first = ct.datasets[0]
-    new_uid = (lambda role: generate_uid()) if uid_key is None else (  # noqa: E731
-        lambda role: generate_uid(entropy_srcs=[uid_key, role]))
+    new_uid = uid_source(uid_key)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTSTRUCT_STORAGE
     meta.MediaStorageSOPInstanceUID = new_uid("instance")
