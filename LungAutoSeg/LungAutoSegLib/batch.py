@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import InputError
-from .image_io import VOLUME_SUFFIXES
+from .image_io import has_volume_suffix
 from .progress import Progress
 
 SUMMARY_NAME = "summary.csv"
@@ -71,9 +72,9 @@ def _cases_under(root: Path) -> list[Case]:
     from .dicom_scan import scan_dicom
 
     if root.is_file():
-        return [Case(safe_part(root.name, "volume"), root)] if _is_volume(root) else []
+        return [Case(safe_part(root.name, "volume"), root)] if has_volume_suffix(root) else []
     found = [Case("/".join(safe_part(part, "volume") for part in p.relative_to(root).parts), p)
-             for p in sorted(root.rglob("*")) if p.is_file() and _is_volume(p)]
+             for p in sorted(root.rglob("*")) if p.is_file() and has_volume_suffix(p)]
     for series in scan_dicom(root).ct_series():
         folder = Path(_common_folder(series.files))
         key = f"{safe_part(series.patient_id, 'no-patient-id')}/{safe_part(series.uid, 'no-series-uid')}"
@@ -81,14 +82,8 @@ def _cases_under(root: Path) -> list[Case]:
     return found
 
 
-def _is_volume(path: Path) -> bool:
-    return any(path.name.lower().endswith(suffix) for suffix in VOLUME_SUFFIXES)
-
-
 def _common_folder(files: list[Path]) -> str:
     """The deepest folder holding every file of a series (read there, not the whole root again)."""
-    import os
-
     return os.path.commonpath([str(f.parent) for f in files])
 
 

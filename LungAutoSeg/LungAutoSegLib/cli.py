@@ -56,7 +56,7 @@ def _segment(args) -> int:
     if source is None:
         raise InputError("name an INPUT (DICOM folder, NRRD, NIfTI or MHA), or use --example")
     output = args.output or (Path("lungautoseg-example") if args.example else Path(output_dir_name(source)))
-    structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
+    structures = _structures(args)
     report = segment_with_events(progress, source, output, model=args.model, structures=structures,
                                  device=args.device, series_uid=args.series, overwrite=args.overwrite,
                                  review=args.review, dicom_seg=args.dicom_seg)
@@ -71,6 +71,10 @@ def _segment(args) -> int:
     return 0
 
 
+def _structures(args) -> list[str] | None:
+    return [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
+
+
 def _segment_batch(args) -> int:
     """Several inputs or ``--batch ROOT``: exit 0 when every case is done (now or earlier), 1 when
     any was refused or failed (summary.csv says which and why)."""
@@ -79,7 +83,7 @@ def _segment_batch(args) -> int:
     if args.example or args.series:
         raise InputError("--example and --series name one CT; they do not combine with several inputs or --batch")
     output = args.output or Path("lungautoseg-batch")
-    structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
+    structures = _structures(args)
     cases = shard(find_cases(args.input, args.batch, output), args.shard)
     rows = run_batch(cases, output, model=args.model, structures=structures, device=args.device,
                      bar=args.progress == "bar", dicom_seg=args.dicom_seg)

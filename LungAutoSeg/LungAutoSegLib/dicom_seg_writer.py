@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from .atomic import atomic_path
 from .dicom_io import DicomCT
 from .errors import InputError
@@ -55,4 +56,3 @@ def write_dicom_seg(ct: DicomCT, masks: dict[str, np.ndarray], path: str | os.Pa
     with atomic_path(path, overwrite=True) as temporary:
         seg.save_as(temporary)
     return path
-

@@ -132,7 +132,7 @@ def predict(ct: Volume, package: ModelPackage | CascadePackage, *, device: str =
     lap("load_model", 0.1)
     probabilities, masks, grid = on_model_grid(ct, package, network, device, lap)
     labels = ct.with_array(labels_on_ct(masks, grid, ct, package.plan.inference.postprocessing,
-                                              package.structure_names))
+                                        package.structure_names))
     structures = probabilities[1:].cpu().numpy() if with_probabilities or with_review else None
     on_ct = probability_maps(structures, grid, ct) if with_probabilities else None
     lap("resample", 0.95 if with_review else 1.0)

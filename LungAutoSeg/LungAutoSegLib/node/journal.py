@@ -109,7 +109,3 @@ class Journal:
             return self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY first_received",
                                     states).fetchall()
 
-    def events(self, series_uid: str) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute("SELECT * FROM events WHERE series_uid = ? ORDER BY rowid",
-                                    (series_uid,)).fetchall()

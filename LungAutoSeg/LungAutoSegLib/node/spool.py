@@ -39,9 +39,6 @@ class Spool:
     def series_folder(self, series_uid: str) -> Path:
         return self.incoming / key(series_uid)
 
-    def result_folder(self, series_uid: str) -> Path:
-        return self.results / key(series_uid)
-
     def store(self, series_uid: str, sop_uid: str, encoded: bytes) -> Path:
         """Write one instance durably: a temporary file, flushed to disk, renamed into place, its
         folder flushed too, so that once this returns the instance survives a crash or power cut."""
@@ -70,9 +67,6 @@ class Spool:
 
     def remove(self, folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
-
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
 
 def _sync_folder(folder: Path) -> None:
