@@ -39,8 +39,10 @@ def test_settings_a_manifest_leaves_out_take_the_plans_defaults():
     ({"postprocessing": {"edge_hu": "-250"}}, "edge_hu to null or a HU value"),
     ({"postprocessing": {"edge_hu": 1500}}, "edge_hu to null or a HU value"),
     ({"postprocessing": {"edge_hu": True}}, "edge_hu to null or a HU value"),
-    ({"postprocessing": {"pieces_ml": {"Esophagus": 0}}}, "pieces_ml to structure names with positive volumes"),
-    ({"postprocessing": {"pieces_ml": ["Esophagus"]}}, "pieces_ml to structure names with positive volumes"),
+    ({"postprocessing": {"pieces_ml": {"Esophagus": 0}}}, r"pieces_ml \(ml\) and bridge_mm \(mm\) to structure names"),
+    ({"postprocessing": {"pieces_ml": ["Esophagus"]}}, r"pieces_ml \(ml\) and bridge_mm"),
+    ({"postprocessing": {"bridge_mm": {"SpinalCord": -5}}}, r"bridge_mm \(mm\) to structure names with positive"),
+    ({"postprocessing": {"bridge_mm": {"SpinalCord": True}}}, r"bridge_mm \(mm\) to structure names with positive"),
 ])
 def test_a_bad_inference_setting_is_refused_by_name(settings, message):
     with pytest.raises(InputError, match=message):
@@ -73,3 +75,10 @@ def test_kept_pieces_are_written_only_when_set_and_read_back():
     assert "pieces_ml" not in Inference().to_dict()["postprocessing"]
     assert tubes.postprocessing.min_piece_voxels("Esophagus", 1.5 * 1.5 * 2.5) == 178  # 1 ml of 5.625 mm3 voxels
     assert tubes.postprocessing.min_piece_voxels("Heart", 5.625) is None
+
+
+def test_bridged_gaps_are_written_only_when_set_and_read_back():
+    tubes = Inference(postprocessing=Postprocessing(bridge_mm={"Esophagus": 100.0}))
+    assert tubes.to_dict()["postprocessing"]["bridge_mm"] == {"Esophagus": 100.0}
+    assert Inference.from_dict(json.loads(json.dumps(tubes.to_dict())), factor=16) == tubes
+    assert "bridge_mm" not in Inference().to_dict()["postprocessing"]

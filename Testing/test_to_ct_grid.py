@@ -34,7 +34,7 @@ def test_postprocessing_keeps_the_largest_component_and_fills_holes():
     winner[6, 6, 6] = 0                      # a hole
     winner[15:17, 15:17, 15:17] = 1          # a stray island
     probabilities = torch.nn.functional.one_hot(torch.from_numpy(winner), 2).permute(3, 0, 1, 2).float()
-    mask = probabilities_to_masks(probabilities, ["Heart"], 1.0)[0]
+    mask = probabilities_to_masks(probabilities, ["Heart"], (1.0, 1.0, 1.0))[0]
     assert mask.sum() == 1000 and mask[6, 6, 6] and not mask[16, 16, 16]
 
 
@@ -47,9 +47,9 @@ def test_a_broken_tube_keeps_its_pieces_but_loses_its_specks():
     winner[23, 10, 10] = 1                   # a speck
     probabilities = torch.nn.functional.one_hot(torch.from_numpy(winner), 2).permute(3, 0, 1, 2).float()
     steps = Postprocessing(pieces_ml={"Esophagus": 0.1})  # 100 voxels of 1 mm3
-    kept = probabilities_to_masks(probabilities, ["Esophagus"], 1.0, steps)[0]
+    kept = probabilities_to_masks(probabilities, ["Esophagus"], (1.0, 1.0, 1.0), steps)[0]
     assert kept.sum() == 288 + 192 and kept[30, 5, 5] and not kept[23, 10, 10]
-    assert probabilities_to_masks(probabilities, ["Heart"], 1.0, steps)[0].sum() == 288
+    assert probabilities_to_masks(probabilities, ["Heart"], (1.0, 1.0, 1.0), steps)[0].sum() == 288
     on_ct = keep_largest_components(winner.astype(np.uint8), ["Esophagus"], 1.0, steps)
     assert (on_ct == 1).sum() == 288 + 192 and on_ct[23, 10, 10] == 0
 
@@ -144,3 +144,29 @@ def test_slice_holes_are_what_a_fill_of_each_slice_finds():
                            > 0) & ~mask[k]
         assert expected.sum() > 0
         np.testing.assert_array_equal(slice_holes(mask), expected)
+
+
+def test_a_tube_lost_for_a_stretch_is_bridged_along_its_drifting_course():
+    """An esophagus (radius 4 voxels of 1 mm) drifting 10 mm sideways over 60 slices of 2.5 mm,
+    lost by the network on slices 20-39 and thinned to a point on the slices either side: the
+    bridge draws the missing slices at the course's true centre and calibre, and not onto
+    another structure's voxels."""
+    k, j, i = np.mgrid[:60, :40, :40]
+    centre_i = 12 + k / 6.0                                 # drifts 10 voxels over the tube
+    tube = (i - centre_i) ** 2 + (j - 20) ** 2 <= 16
+    broken = tube & ((k < 18) | (k > 41))
+    broken[18] = tube[18] & ((i[18] - 15) ** 2 + (j[18] - 20) ** 2 <= 1)   # thinned ends
+    broken[41] = tube[41] & ((i[41] - 19) ** 2 + (j[41] - 20) ** 2 <= 1)
+    heart = np.zeros_like(tube)
+    heart[30, :, 19:] = True                                 # claims the tube's left half on one slice
+    winner = np.where(heart, 2, np.where(broken, 1, 0))
+    probabilities = torch.nn.functional.one_hot(torch.from_numpy(winner), 3).permute(3, 0, 1, 2).float()
+    steps = Postprocessing(pieces_ml={"Esophagus": 0.01}, bridge_mm={"Esophagus": 60.0})
+    esophagus, kept_heart = probabilities_to_masks(probabilities, ["Esophagus", "Heart"], (1.0, 1.0, 2.5), steps)
+    gap = slice(18, 42)
+    assert dice(esophagus[gap] & ~heart[gap], tube[gap] & ~heart[gap]) > 0.9
+    for slice_k in (25, 35):
+        assert abs(np.argwhere(esophagus[slice_k]).mean(axis=0)[1] - (12 + slice_k / 6)) < 0.5
+    assert not (esophagus & heart).any() and np.array_equal(kept_heart, heart)
+    too_short = Postprocessing(pieces_ml={"Esophagus": 0.01}, bridge_mm={"Esophagus": 40.0})  # 16 slices < 22 lost
+    assert not probabilities_to_masks(probabilities, ["Esophagus", "Heart"], (1.0, 1.0, 2.5), too_short)[0][30].any()

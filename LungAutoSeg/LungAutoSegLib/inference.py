@@ -97,7 +97,7 @@ def on_model_grid(ct: Volume, package: ModelPackage, network, device: str, lap=l
     lap("preprocess", 0.3)
     probabilities = predict_probabilities(network, image, package.plan.inference, device, package.downsampling_factor)
     lap("inference", 0.8)
-    masks = probabilities_to_masks(probabilities, package.structure_names, grid.voxel_mm3,
+    masks = probabilities_to_masks(probabilities, package.structure_names, grid.spacing,
                                    package.plan.inference.postprocessing)
     lap("postprocess", 0.85)
     return probabilities, masks, grid

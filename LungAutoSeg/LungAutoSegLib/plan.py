@@ -62,12 +62,18 @@ class Postprocessing:
     every other piece of at least that volume. Why: a tube the network breaks (an esophagus lost
     for 5 cm behind the aortic arch) is still two real pieces, where keeping only the largest
     drops the other (LUNG1-010: esophagus Dice 0.46 -> 0.59); the specks it must still lose
-    were under 0.05 ml, the pieces over 7 ml."""
+    were under 0.05 ml, the pieces over 7 ml.
+
+    ``bridge_mm`` (structure name -> mm): those structures' gaps along the slice axis up to that
+    length are filled, each missing slice drawn between the cross-sections at the gap's two
+    ends (``postprocess.bridge_gaps``). Why: the esophagus and the spinal cord are continuous
+    from end to end; a gap is the network losing the tube beside a tumour, never anatomy."""
 
     largest_component: bool = True
     fill_holes: bool = True
     edge_hu: float | None = None
     pieces_ml: dict[str, float] = field(default_factory=dict)
+    bridge_mm: dict[str, float] = field(default_factory=dict)
 
     def min_piece_voxels(self, structure: str, voxel_mm3: float) -> int | None:
         """None: the largest component alone; else every piece of at least this many voxels."""
@@ -76,24 +82,26 @@ class Postprocessing:
 
     @classmethod
     def from_dict(cls, data) -> "Postprocessing":
-        flags = ("largest_component", "fill_holes")
+        flags, per_structure = ("largest_component", "fill_holes"), ("pieces_ml", "bridge_mm")
         edge = data.get("edge_hu") if isinstance(data, dict) else None
-        pieces = data.get("pieces_ml", {}) if isinstance(data, dict) else None
-        valid = (isinstance(data, dict) and set(data) <= {*flags, "edge_hu", "pieces_ml"}
+        valid = (isinstance(data, dict) and set(data) <= {*flags, "edge_hu", *per_structure}
                  and all(isinstance(data[f], bool) for f in flags if f in data)
                  and (edge is None or (_is_number(edge) and -1000 < edge < 1000))
-                 and isinstance(pieces, dict) and all(isinstance(k, str) and _is_number(v) and v > 0
-                                                      for k, v in pieces.items()))
+                 and all(_positive_per_structure(data.get(key, {})) for key in per_structure))
         if not valid:
             raise InputError(f"manifest inference postprocessing must map {', '.join(flags)} to true or false, "
-                             f"edge_hu to null or a HU value between -1000 and 1000 and pieces_ml to "
-                             f"structure names with positive volumes (got {data!r})")
+                             f"edge_hu to null or a HU value between -1000 and 1000, pieces_ml (ml) and "
+                             f"bridge_mm (mm) to structure names with positive numbers (got {data!r})")
         return cls(**{**data, "edge_hu": None if edge is None else float(edge),
-                      "pieces_ml": {k: float(v) for k, v in pieces.items()}})
+                      **{key: {k: float(v) for k, v in data.get(key, {}).items()} for key in per_structure}})
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_per_structure(values) -> bool:
+    return isinstance(values, dict) and all(isinstance(k, str) and _is_number(v) and v > 0 for k, v in values.items())
 
 
 # Why these defaults. "patch_size": the training patch; "window": the largest sliding window.
@@ -157,7 +165,7 @@ class Inference:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for key in ("edge_hu", "pieces_ml"):  # manifests from before these settings stay as written
+        for key in ("edge_hu", "pieces_ml", "bridge_mm"):  # manifests from before these settings stay as written
             if not data["postprocessing"][key]:
                 del data["postprocessing"][key]
         return {**data, "patch_size": list(self.patch_size), "window": list(self.window)}

@@ -44,8 +44,9 @@ DEFAULTS: dict = {
                    "image_cases": 3},
     # edge_hu: the CT-grid edge refinement (plan.Postprocessing.edge_hu), packaged for inference;
     # null: off. `lungautoseg-train tune-edge` chooses it on contoured cases. pieces_ml: structure
-    # -> ml, the pieces besides the largest that a structure keeps (plan.Postprocessing).
-    "postprocessing": {"edge_hu": None, "pieces_ml": {}},
+    # -> ml, the pieces besides the largest that a structure keeps; bridge_mm: structure -> mm,
+    # the longest gap along the slices that it fills (plan.Postprocessing).
+    "postprocessing": {"edge_hu": None, "pieces_ml": {}, "bridge_mm": {}},
     "early_stop_patience": None,          # validations without improvement before stopping
     "augmentation": {
         "rotate_degrees": 10.0, "scale": 0.1, "probability": 0.5,
@@ -69,7 +70,7 @@ DEFAULTS: dict = {
 WEIGHT_NEUTRAL = ("name", "version", "postprocessing")
 # Mappings whose keys are open (a network's parameters, structure names): replaced whole, checked
 # by what reads them.
-OPEN_MAPPINGS = ("network", "pieces_ml")
+OPEN_MAPPINGS = ("network", "pieces_ml", "bridge_mm")
 
 
 def _merge(base: dict, update: dict, where: str = "") -> dict:

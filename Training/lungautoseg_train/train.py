@@ -172,10 +172,9 @@ def validate(network, cases, plan: ModelPlan, names: list[str], factor: int,
     postprocessing (NaN for a structure the case leaves unlabelled), and the masks.
     ``factor``: the network's downsampling factor."""
     scores, predictions = [], {}
-    voxel_mm3 = float(np.prod(plan.preprocessing.spacing))
     for case in cases:
         probabilities = predict_probabilities(network, case.image, plan.inference, str(device), factor)
-        masks = probabilities_to_masks(probabilities, names, voxel_mm3, plan.inference.postprocessing)
+        masks = probabilities_to_masks(probabilities, names, plan.preprocessing.spacing, plan.inference.postprocessing)
         scored = case.label != IGNORE
         scores.append([math.nan if case.unlabelled.size and case.unlabelled[n - 1] else
                        dice(mask & scored, case.label == n) for n, mask in enumerate(masks, start=1)])
