@@ -353,7 +353,9 @@ class LungAutoSegLogic(ScriptedLoadableModuleLogic):
         job = EngineJob(python=self.pythonSlicer())
         slicer.util.exportNode(ctNode, str(job.input), {"useCompression": 0})
         engine = self.warmEngine(model)
-        request = job.request(model=model, structures=structures, device=device, review=True)
+        # what _load reads: no NIfTI labels or preview, written into the job's folder and deleted
+        request = job.request(model=model, structures=structures, device=device, review=True,
+                              files=["segmentation", "review"])
         engine.submit(job, request)  # here, not in the thread: Cancel can kill it from now on
         follow = lambda onEvent: engine.answer(job, request, onEvent)  # noqa: E731
         if wait:

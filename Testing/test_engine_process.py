@@ -3,7 +3,7 @@ JSON-lines progress, the result, errors, and cancel (process tree gone, nothing 
 import json
 import os
 import time
-from pathlib import PureWindowsPath
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import pytest
@@ -145,6 +145,25 @@ def test_a_refused_input_ends_its_run_not_the_engine(warm):
         assert warm.starts == 1
     finally:
         bad.cleanup(), good.cleanup()
+
+
+def test_a_request_writes_only_the_files_it_asks_for_beside_the_report(warm):
+    """The module asks for what it loads (the .seg.nrrd and the review map); a kind that does
+    not exist is refused by name and the engine serves on."""
+    job, bad = _job(), _job()
+    try:
+        outcome = warm.run(job, job.request(structures=["Lung_R"], device="cpu", review=True,
+                                            files=["segmentation", "review"]))
+        assert outcome["type"] == "result", warm.log
+        assert set(outcome["outputs"]) == {"segmentation", "review", "report"}
+        written = sorted(p.name for p in job.output.iterdir() if not p.name.startswith("."))
+        assert written == sorted(Path(path).name for path in outcome["outputs"].values()), written
+        assert read_volume(outcome["outputs"]["review"]).array.max() > 50  # doubt along the drawn edge
+        refused = warm.run(bad, {**bad.request(), "files": ["segmentation", "mesh"]})
+        assert refused["type"] == "error" and '"files" must be a list of output kinds' in refused["message"]
+        assert warm.starts == 1
+    finally:
+        job.cleanup(), bad.cleanup()
 
 
 def test_cancel_kills_the_warm_engine_and_the_next_run_starts_a_fresh_one(warm):

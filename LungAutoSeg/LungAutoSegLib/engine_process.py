@@ -37,10 +37,11 @@ class EngineJob:
         self.one_shot = False
 
     def request(self, *, model=None, structures: list[str] | None = None, device: str = "auto",
-                review: bool = False) -> dict:
-        """This job as one request to a ``WarmEngine``."""
+                review: bool = False, files: list[str] | None = None) -> dict:
+        """This job as one request to a ``WarmEngine``. ``files``: the output kinds it writes beside
+        the report (None: all; a one-shot ``command`` writes all)."""
         return {"input": str(self.input), "output": str(self.output), "model": None if model is None else str(model),
-                "structures": structures or None, "device": device, "review": review}
+                "structures": structures or None, "device": device, "review": review, "files": files}
 
     def command(self, **options) -> list[str]:
         """This job as its own ``lungautoseg segment`` process (``options`` as for ``request``)."""

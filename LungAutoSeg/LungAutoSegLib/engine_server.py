@@ -2,7 +2,8 @@
 
 The Slicer module starts it once and sends one request per run, a JSON object per line on
 stdin: ``{"input": ..., "output": ..., "model": null, "structures": null, "device": "auto",
-"review": false}``. Each request is answered on stdout exactly as ``segment --progress jsonl``
+"review": false, "files": null}`` (``files``: the output kinds to write beside the report, null:
+all). Each request is answered on stdout exactly as ``segment --progress jsonl``
 answers: progress lines, then one result or error line. A second run pays neither Python's
 start, nor the torch import, nor the model load.
 
@@ -58,12 +59,17 @@ def _options(request: dict) -> dict:
     if not isinstance(request, dict) or not isinstance(request.get("input"), str) \
             or not isinstance(request.get("output"), str):
         raise InputError("an engine request must be a JSON object with \"input\" and \"output\" paths")
-    structures = request.get("structures")
+    from .segment_command import OUTPUTS
+
+    structures, files = request.get("structures"), request.get("files")
     if structures is not None and not (isinstance(structures, list) and all(isinstance(s, str) for s in structures)):
         raise InputError("\"structures\" must be a list of names")
+    if files is not None and not (isinstance(files, list) and set(files) <= set(OUTPUTS)):
+        raise InputError(f"\"files\" must be a list of output kinds: {', '.join(OUTPUTS)}")
     return {"source": Path(request["input"]), "output": Path(request["output"]), "model": request.get("model"),
             "structures": structures or None, "device": str(request.get("device", "auto")),
-            "review": bool(request.get("review", False)), "overwrite": bool(request.get("overwrite", False))}
+            "review": bool(request.get("review", False)), "overwrite": bool(request.get("overwrite", False)),
+            "files": files}
 
 
 def serve(idle_seconds: float = DEFAULT_IDLE_SECONDS, stdin=None, stdout=None) -> int:

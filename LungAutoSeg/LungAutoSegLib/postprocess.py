@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from .plan import Postprocessing
 
@@ -34,6 +33,8 @@ def bridge_gaps(mask: np.ndarray, longest: int, free: np.ndarray | None = None) 
     stays one tube. The ends are the nearest slices at least half the tube's median
     cross-section: where the network loses a tube it first thins it to a point.
     ``free``: where it may draw (not on another structure)."""
+    from scipy import ndimage  # here: importing it costs every run 0.4 s, and only tubes need it
+
     areas = mask.sum(axis=(1, 2))
     drawn = np.flatnonzero(areas)
     full = np.flatnonzero(areas >= np.median(areas[drawn]) / 2) if drawn.size else drawn
@@ -56,6 +57,8 @@ def bridge_gaps(mask: np.ndarray, longest: int, free: np.ndarray | None = None) 
 
 def _signed_distance(mask2d: np.ndarray) -> np.ndarray:
     """Voxels to the edge: negative inside, positive outside."""
+    from scipy import ndimage
+
     return ndimage.distance_transform_edt(~mask2d) - ndimage.distance_transform_edt(mask2d)
 
 

@@ -38,10 +38,41 @@ def model_grid(ct: Volume, spacing) -> Volume:
 def resample(volume: Volume | sitk.Image, grid: Volume, *, interpolator=sitk.sitkLinear, default: float = 0.0,
              pixel_type=sitk.sitkFloat32) -> np.ndarray:
     """``volume``'s voxels sampled at ``grid``'s voxel centres (array[k, j, i]). Pass an image
-    from ``volume_to_sitk`` to sample one volume onto several grids without copying it each time."""
+    from ``volume_to_sitk`` to sample one volume onto several grids without copying it each time.
+    Linear sampling between two grids whose axes are the patient's (axial, possibly flipped) goes
+    axis by axis (``_separable_linear``), other cases through SimpleITK."""
+    if (interpolator == sitk.sitkLinear and pixel_type == sitk.sitkFloat32 and isinstance(volume, Volume)
+            and _is_axial(volume) and _is_axial(grid)):
+        return _separable_linear(volume, grid, default)
     image = volume if isinstance(volume, sitk.Image) else volume_to_sitk(volume)
     return sitk.GetArrayFromImage(sitk.Resample(image, _reference(grid), sitk.Transform(), interpolator, default,
                                                 pixel_type))
+
+
+def _is_axial(volume: Volume) -> bool:
+    return bool(np.allclose(np.abs(volume.direction), np.eye(3), atol=1e-6))
+
+
+def _separable_linear(volume: Volume, grid: Volume, default: float) -> np.ndarray:
+    """SimpleITK's linear resampling (the same edge rules, ``_linear_interpolation``) done as
+    three one-axis matrix products in float64, rounded to float32 as SimpleITK rounds its double
+    sums: a mask's share differs by double rounding at most (1e-15), so a label map is the same
+    voxels (the golden test; the 512x512 benchmark CT). Twice as fast as SimpleITK for a lung's
+    box on a 512x512 CT."""
+    (along_i, out_i), (along_j, out_j), (along_k, out_k) = [
+        _linear_interpolation(_grid_indices(grid, volume, axis), volume.shape_ijk[axis]) for axis in range(3)]
+    used = [np.flatnonzero(matrix.any(axis=0)) for matrix in (along_k, along_j, along_i)]
+    if not all(len(u) for u in used):  # the grid lies wholly outside
+        return np.full(grid.array.shape, default, np.float32)
+    used = [slice(u[0], u[-1] + 1) for u in used]  # the voxels that reach the grid
+    along_k, along_j, along_i = along_k[:, used[0]], along_j[:, used[1]], along_i[:, used[2]]
+    block = volume.array[tuple(used)].astype(np.float64)
+    nk, nj, ni = block.shape
+    values = (along_k @ block.reshape(nk, -1)).reshape(-1, nj, ni)  # slices first: the in-plane axes
+    values = np.matmul(along_j, values) @ along_i.T.copy()       # grow the array most
+    values = values.astype(np.float32)
+    values[out_k], values[:, out_j], values[:, :, out_i] = default, default, default
+    return values
 
 
 def _reference(grid: Volume) -> sitk.Image:
@@ -84,27 +115,38 @@ def _axis_matrices(ct: Volume, grid: Volume, spacing) -> list[tuple[np.ndarray, 
     matrices = []
     for axis in range(3):  # i, j, k
         n = ct.shape_ijk[axis]
-        positions = grid.ijk_to_lps[axis, 3] + np.arange(grid.shape_ijk[axis]) * grid.ijk_to_lps[axis, axis]
-        indices = (positions - ct.ijk_to_lps[axis, 3]) / ct.ijk_to_lps[axis, axis]
-        interpolate, outside = _linear_interpolation(indices, n)
+        interpolate, outside = _linear_interpolation(_grid_indices(grid, ct, axis), n)
         matrices.append(((interpolate @ _gaussian_matrix(n, sigmas[axis], ct.spacing[axis])).astype(np.float32),
                          outside))
     return matrices
 
 
+def _grid_indices(grid: Volume, volume: Volume, axis: int) -> np.ndarray:
+    """Where ``grid``'s voxel centres lie along ``axis`` (i, j or k) in ``volume``'s continuous
+    voxel indices; both axial."""
+    positions = grid.ijk_to_lps[axis, 3] + np.arange(grid.shape_ijk[axis]) * grid.ijk_to_lps[axis, axis]
+    return (positions - volume.ijk_to_lps[axis, 3]) / volume.ijk_to_lps[axis, axis]
+
+
 def _linear_interpolation(indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """SimpleITK's linear interpolation as a matrix: inside within half a voxel of the end
-    voxels (there the edge value), outside beyond (the default value)."""
+    """``_linear_weights`` as a matrix (positions x voxels) and the positions outside."""
+    low, weight, outside = _linear_weights(indices, n)
     matrix = np.zeros((len(indices), n))
-    outside = (indices < -0.5) | (indices >= n - 0.5)
-    for row, index in enumerate(np.clip(indices, 0.0, n - 1.0)):
-        low = min(int(np.floor(index)), max(n - 2, 0))
-        weight = index - low
-        matrix[row, low] += 1.0 - weight
-        if weight:
-            matrix[row, low + 1] += weight
+    rows = np.arange(len(indices))
+    np.add.at(matrix, (rows, low), 1.0 - weight)
+    np.add.at(matrix, (rows, np.minimum(low + 1, n - 1)), weight)
     matrix[outside] = 0.0
     return matrix, outside
+
+
+def _linear_weights(indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SimpleITK's linear interpolation at continuous ``indices`` along an axis of ``n`` voxels:
+    (lower voxel, weight of the next one, outside). Inside within half a voxel of the end voxels
+    (there the edge value), outside beyond (the default value)."""
+    outside = (indices < -0.5) | (indices >= n - 0.5)
+    clipped = np.clip(indices, 0.0, n - 1.0)
+    low = np.minimum(np.floor(clipped).astype(int), max(n - 2, 0))
+    return low, clipped - low, outside
 
 
 def _gaussian_matrix(n: int, sigma: float, spacing: float) -> np.ndarray:

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import cv2
@@ -100,18 +101,21 @@ def _structure_report(mask: np.ndarray, spacing) -> dict:
 
 def run_segment(source, output_dir, *, model=None, structures: list[str] | None = None, device: str = "auto",
                 series_uid: str | None = None, overwrite: bool = False, progress: Progress | None = None,
-                review: bool = False, models=None, uid_key: str | None = None, dicom_seg: bool = False) -> dict:
+                review: bool = False, models=None, uid_key: str | None = None, dicom_seg: bool = False,
+                files: Collection[str] | None = None) -> dict:
     """Segment ``source`` into ``output_dir``; on any failure, no output and no folder it made is left.
     ``models``: an ``engine_server.LoadedModels`` that keeps packages and networks between runs.
     ``uid_key``: the RTSTRUCT's (and DICOM SEG's) UIDs derive from it (``write_rtstruct``).
-    ``dicom_seg``: a DICOM SEG beside the RTSTRUCT (DICOM input only; needs highdicom)."""
+    ``dicom_seg``: a DICOM SEG beside the RTSTRUCT (DICOM input only; needs highdicom).
+    ``files``: the ``OUTPUTS`` keys to write beside the report (None: every one that applies);
+    the Slicer module asks for what it loads, not the NIfTI labels and the preview."""
     source, output_dir = Path(source), Path(output_dir)
     if not source.exists():
         raise InputError("no such file or folder", source)
     made = _check_output_folder(output_dir)
     try:
         return _run_segment(source, output_dir, model, structures, device, series_uid, overwrite,
-                            progress or Progress("none"), review, models, uid_key, dicom_seg)
+                            progress or Progress("none"), review, models, uid_key, dicom_seg, files)
     except BaseException:
         _remove_made(made)
         raise
@@ -138,7 +142,7 @@ def segment_with_events(progress, source, output, **options) -> dict:
 
 
 def _run_segment(source: Path, output_dir: Path, model, structures, device, series_uid, overwrite,
-                 progress: Progress, review: bool, models, uid_key, dicom_seg: bool) -> dict:
+                 progress: Progress, review: bool, models, uid_key, dicom_seg: bool, files) -> dict:
     from .inference import predict
 
     started, timings = time.perf_counter(), {}
@@ -148,7 +152,8 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
     name = output_name(source)
     is_dicom = source.is_dir() or not has_volume_suffix(source)
     wanted = {"rtstruct": is_dicom, "review": review, "dicom_seg": is_dicom and dicom_seg}
-    planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items() if wanted.get(key, True)}
+    planned = {key: output_dir / pattern.format(name) for key, pattern in OUTPUTS.items()
+               if wanted.get(key, True) and (files is None or key in files or key == "report")}
     _check_names(planned, source)
     _refuse_existing(planned, overwrite, output_dir)
 
@@ -172,7 +177,6 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
     labels = _keep(result.labels, chosen)
 
     progress.stage("write", 0.85, f"writing into {output_dir}")
-    from .rtstruct import write_rtstruct
     from .segmentation_io import write_seg_nrrd
 
     lap = time.perf_counter()
@@ -192,18 +196,23 @@ def _run_segment(source: Path, output_dir: Path, model, structures, device, seri
         report["review"] = {"ranges": ranges, "summary": review_summary(ranges)}
 
     def write_files(staged: dict[str, Path]) -> None:
-        write_seg_nrrd(labels, chosen, staged["segmentation"])
-        write_volume(labels, staged["labels"])
-        if dicom is not None:
+        if "segmentation" in staged:
+            write_seg_nrrd(labels, chosen, staged["segmentation"])
+        if "labels" in staged:
+            write_volume(labels, staged["labels"])
+        if "rtstruct" in staged:
+            from .rtstruct import write_rtstruct  # here: pydicom's import is 0.3 s a NRRD input need not pay
+
             write_rtstruct(dicom, masks, staged["rtstruct"],
                            series_description=f"LungAutoSeg {package.name}"[:64], generation_algorithm="AUTOMATIC",
                            description="; ".join(report["warnings"]), uid_key=uid_key)
-            if dicom_seg:
-                from .dicom_seg_writer import write_dicom_seg
+        if "dicom_seg" in staged:
+            from .dicom_seg_writer import write_dicom_seg
 
-                write_dicom_seg(dicom, masks, staged["dicom_seg"], algorithm=package.name, uid_key=uid_key)
-        _write_preview(ct, labels, chosen, staged["preview"])
-        if review:
+            write_dicom_seg(dicom, masks, staged["dicom_seg"], algorithm=package.name, uid_key=uid_key)
+        if "preview" in staged:
+            _write_preview(ct, labels, chosen, staged["preview"])
+        if "review" in staged:
             write_volume(result.review.map, staged["review"])
         timings["write"] = round(time.perf_counter() - lap, 3)
         timings["total"] = round(time.perf_counter() - started, 3)
