@@ -39,15 +39,14 @@ def label_map(masks: np.ndarray, grid: Volume, ct: Volume, edge_hu: float | None
         if region is None:
             continue
         share = resampled_in(region, grid.with_array(mask.astype(np.float32)), ct)
-        if edge_hu is None:
-            claimed = share > 0.5
-        else:
-            hu = ct.array[region]
-            undecided = (share > DECIDED) & (share < 1 - DECIDED)
-            claimed = np.where(undecided & (hu >= AIR_HU), hu < edge_hu, share > 0.5)
+        claimed = share > 0.5
+        if edge_hu is not None:  # only the undecided band (a few % of the box) looks at the CT
+            undecided = np.nonzero((share > DECIDED) & (share < 1 - DECIDED))
+            hu = ct.array[region][undecided]
+            claimed[undecided] = np.where(hu >= AIR_HU, hu < edge_hu, claimed[undecided])
         wins = claimed & (share > lead[region])
         labels[region][wins] = value
-        lead[region] = np.where(wins, share, lead[region])
+        lead[region][wins] = share[wins]
     if edge_hu is not None:
         fill_slice_holes(labels, len(masks))
     return labels
