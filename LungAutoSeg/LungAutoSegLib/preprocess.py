@@ -53,6 +53,9 @@ def _is_axial(volume: Volume) -> bool:
     return bool(np.allclose(np.abs(volume.direction), np.eye(3), atol=1e-6))
 
 
+SLAB = 8  # slices per step of _separable_linear: a few MB of float64 at a time
+
+
 def _separable_linear(volume: Volume, grid: Volume, default: float) -> np.ndarray:
     """SimpleITK's linear resampling (the same edge rules, ``_linear_interpolation``) done as
     three one-axis matrix products in float64, rounded to float32 as SimpleITK rounds its double
@@ -68,9 +71,11 @@ def _separable_linear(volume: Volume, grid: Volume, default: float) -> np.ndarra
     along_k, along_j, along_i = along_k[:, used[0]], along_j[:, used[1]], along_i[:, used[2]]
     block = volume.array[tuple(used)].astype(np.float64)
     nk, nj, ni = block.shape
-    values = (along_k @ block.reshape(nk, -1)).reshape(-1, nj, ni)  # slices first: the in-plane axes
-    values = np.matmul(along_j, values) @ along_i.T.copy()       # grow the array most
-    values = values.astype(np.float32)
+    thinned = (along_k @ block.reshape(nk, -1)).reshape(-1, nj, ni)  # slices first: the in-plane axes grow
+    values = np.empty(grid.array.shape, np.float32)                  # the array most; in slabs, so that
+    along_i_t = along_i.T.copy()                                     # no float64 copy of the whole is held
+    for k in range(0, len(values), SLAB):
+        values[k:k + SLAB] = np.matmul(along_j, thinned[k:k + SLAB]) @ along_i_t
     values[out_k], values[:, out_j], values[:, :, out_i] = default, default, default
     return values
 
