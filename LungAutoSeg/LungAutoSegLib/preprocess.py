@@ -114,7 +114,7 @@ def _axis_matrices(ct: Volume, grid: Volume, spacing) -> list[tuple[np.ndarray, 
     """For a CT whose axes are the model grid's (axial, possibly flipped), the same smoothing
     and resampling is linear and separable: per axis a matrix (model voxels x CT voxels) and
     the model voxels that fall outside the CT. None for any other orientation."""
-    if not np.allclose(np.abs(ct.direction), np.eye(3), atol=1e-6):
+    if not _is_axial(ct):
         return None
     sigmas = _antialias_sigma(ct.spacing, spacing)
     matrices = []
@@ -134,24 +134,17 @@ def _grid_indices(grid: Volume, volume: Volume, axis: int) -> np.ndarray:
 
 
 def _linear_interpolation(indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``_linear_weights`` as a matrix (positions x voxels) and the positions outside."""
-    low, weight, outside = _linear_weights(indices, n)
-    matrix = np.zeros((len(indices), n))
-    rows = np.arange(len(indices))
-    np.add.at(matrix, (rows, low), 1.0 - weight)
-    np.add.at(matrix, (rows, np.minimum(low + 1, n - 1)), weight)
-    matrix[outside] = 0.0
-    return matrix, outside
-
-
-def _linear_weights(indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SimpleITK's linear interpolation at continuous ``indices`` along an axis of ``n`` voxels:
-    (lower voxel, weight of the next one, outside). Inside within half a voxel of the end voxels
-    (there the edge value), outside beyond (the default value)."""
+    """SimpleITK's linear interpolation at continuous ``indices`` along an axis of ``n`` voxels
+    as a matrix (positions x voxels), and the positions outside: inside within half a voxel of
+    the end voxels (there the edge value), outside beyond (the default value; a zero row)."""
     outside = (indices < -0.5) | (indices >= n - 0.5)
     clipped = np.clip(indices, 0.0, n - 1.0)
     low = np.minimum(np.floor(clipped).astype(int), max(n - 2, 0))
-    return low, clipped - low, outside
+    rows, matrix = np.arange(len(indices)), np.zeros((len(indices), n))
+    np.add.at(matrix, (rows, low), 1.0 - (clipped - low))
+    np.add.at(matrix, (rows, np.minimum(low + 1, n - 1)), clipped - low)
+    matrix[outside] = 0.0
+    return matrix, outside
 
 
 def _gaussian_matrix(n: int, sigma: float, spacing: float) -> np.ndarray:
