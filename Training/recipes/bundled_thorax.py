@@ -91,22 +91,22 @@ def training_csv(data: Path, exclude: str | None = None) -> Path:
     return path
 
 
-def train(work: Path, name: str, csv: Path) -> Path:
+def train(work: Path, name: str, csv: Path, settings: tuple[str, ...] = ()) -> Path:
     """One run of ``lungautoseg-train train`` from the lungs' weights; a finished run is kept, a
-    killed one resumed."""
+    killed one resumed. ``settings``: more ``key=value`` config overrides (``--set``)."""
     output = work / name
     if not (output / "package").is_dir():
         resume = ["--resume"] if (output / "checkpoints" / "last.pt").is_file() else []
         command = [sys.executable, "-m", "lungautoseg_train.cli", "train", "--config", str(CONFIG), "--quiet",
                    f"output_dir={output}", f"data.cache_dir={work / 'cache'}", f"data.csv={csv}", "data.fold=null",
-                   f"init_weights={LUNGS / 'model.safetensors'}", *resume]
+                   f"init_weights={LUNGS / 'model.safetensors'}", *settings, *resume]
         subprocess.run(command, check=True)
     return output
 
 
-def leave_one_out(work: Path) -> None:
+def leave_one_out(work: Path, settings: tuple[str, ...] = ()) -> None:
     for case in cases(work / "data"):
-        train(work, f"loo_{case}", training_csv(work / "data", case))
+        train(work, f"loo_{case}", training_csv(work / "data", case), settings)
 
 
 # A reference error the data README documents, mended before scoring: LUNG1-004's Lung-Right takes
@@ -259,16 +259,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--stage", choices=["all", "data", "loo", "score", "final"], default="all")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every run, e.g. workers=12 on a GPU machine with "
+                             "many cores (repeatable)")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     if args.stage in ("all", "data"):
         write_data(work / "data")
     if args.stage in ("all", "loo"):
-        leave_one_out(work)
+        leave_one_out(work, tuple(args.settings))
     if args.stage in ("all", "score"):
         score(work)
     if args.stage in ("all", "final"):
-        train(work, "final", training_csv(work / "data"))
+        train(work, "final", training_csv(work / "data"), tuple(args.settings))
         write_bundled(work)
     return 0
 
