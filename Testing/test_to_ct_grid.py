@@ -40,15 +40,17 @@ def test_postprocessing_keeps_the_largest_component_and_fills_holes():
 
 def test_a_broken_tube_keeps_its_pieces_but_loses_its_specks():
     """An esophagus broken by the network stays two pieces where the plan says pieces_ml; a
-    speck below that volume goes, and a structure not named keeps only its largest piece."""
-    winner = np.zeros((40, 12, 12), np.int64)
+    speck below that volume goes, and so does a piece beside the tube on its own slices (a tube
+    crosses each slice once); a structure not named keeps only its largest piece."""
+    winner = np.zeros((40, 12, 30), np.int64)
     winner[2:20, 4:8, 4:8] = 1               # lower esophagus: 288 voxels
     winner[26:38, 4:8, 4:8] = 1              # upper esophagus beyond a gap: 192 voxels
     winner[23, 10, 10] = 1                   # a speck
+    winner[4:12, 4:8, 20:24] = 1             # beside the lower esophagus, 12 voxels away: 128 voxels
     probabilities = torch.nn.functional.one_hot(torch.from_numpy(winner), 2).permute(3, 0, 1, 2).float()
     steps = Postprocessing(pieces_ml={"Esophagus": 0.1})  # 100 voxels of 1 mm3
     kept = probabilities_to_masks(probabilities, ["Esophagus"], (1.0, 1.0, 1.0), steps)[0]
-    assert kept.sum() == 288 + 192 and kept[30, 5, 5] and not kept[23, 10, 10]
+    assert kept.sum() == 288 + 192 and kept[30, 5, 5] and not kept[23, 10, 10] and not kept[8, 5, 21]
     assert probabilities_to_masks(probabilities, ["Heart"], (1.0, 1.0, 1.0), steps)[0].sum() == 288
     on_ct = keep_largest_components(winner.astype(np.uint8), ["Esophagus"], 1.0, steps)
     assert (on_ct == 1).sum() == 288 + 192 and on_ct[23, 10, 10] == 0
