@@ -44,9 +44,10 @@ def install(home: Path) -> SimpleNamespace:
     application.give_data_nodes_hierarchy_items(scene)
     editor = application.SegmentEditorWidget()
     slicer.mrmlScene, slicer.app = scene, application.Application(qt_app, scene, home)
-    segmentation_logic = application.segmentations_logic(scene, slicer.app.logic)
+    logics = {name: application.module_logic(logic_class, scene, slicer.app.logic) for name, logic_class in
+              (("segmentations", slicer.vtkSlicerSegmentationsModuleLogic), ("volumes", slicer.vtkSlicerVolumesLogic))}
     slicer.modules = SimpleNamespace(segmenteditor=application.module_representation(editor=editor),
-                                     segmentations=application.module_representation(segmentation_logic))
+                                     **{name: application.module_representation(logic) for name, logic in logics.items()})
     for name, cls in mrml_widgets.CLASSES.items():
         setattr(slicer, name, cls)
     slicer.ScriptedLoadableModule = scripted_module

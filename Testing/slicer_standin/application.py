@@ -103,8 +103,9 @@ def module_representation(logic=None, **attributes):
     return SimpleNamespace(widgetRepresentation=lambda: SimpleNamespace(self=lambda: widget), logic=lambda: logic)
 
 
-def segmentations_logic(scene, application_logic):
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+def module_logic(logic_class, scene, application_logic):
+    """A real module logic (from slicer-core) on the stand-in's scene."""
+    logic = logic_class()
     logic.SetMRMLApplicationLogic(application_logic)
     logic.SetMRMLScene(scene)
     return logic
